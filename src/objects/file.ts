@@ -1,0 +1,152 @@
+/**
+ * Content objects (regular files and symlinks).
+ *
+ *   checksum = sha256( BE32(len H) ‖ 00000000 ‖ H ‖ payload )
+ *   H        = (uuuusa(ayay))  uid, gid, mode, rdev (all big-endian), symlink target, xattrs
+ *
+ * The payload is the file's bytes (nothing for a symlink); sizes and times are not hashed.
+ *
+ * In an archive repository the object is stored as `.filez`:
+ *
+ *   BE32(len Z) ‖ 00000000 ‖ Z ‖ raw-deflate(payload)
+ *   Z = (tuuuusa(ayay))  uncompressed size (big-endian; 0 for symlinks), then the fields of H
+ *
+ * The file is named by the *uncompressed* checksum, so any valid deflate stream is acceptable.
+ */
+import { createHash } from 'node:crypto';
+import { RegistryError } from '../errors.js';
+import { decode, encode, GVariantError } from '../gvariant/index.js';
+import type { Checksum } from './checksum.js';
+import { bswap32, bswap64 } from './endian.js';
+import { canonicalXattrs, isCanonicalXattrs, type Xattr, xattrsFromGv, xattrsToGv } from './xattrs.js';
+
+export const S_IFMT = 0o170000;
+export const S_IFREG = 0o100000;
+export const S_IFLNK = 0o120000;
+export const S_IFDIR = 0o040000;
+export const SYMLINK_MODE = 0o120777;
+
+export interface FileMeta {
+  uid: number;
+  gid: number;
+  /** Full st_mode including the type bits: 0o100644, 0o104755, 0o120777 ... */
+  mode: number;
+  /** '' for regular files. */
+  symlinkTarget: string;
+  /** Canonical: sorted by name, no empty values. */
+  xattrs: Xattr[];
+}
+
+export function isSymlink(meta: FileMeta): boolean {
+  return (meta.mode & S_IFMT) === S_IFLNK;
+}
+
+export function isRegular(meta: FileMeta): boolean {
+  return (meta.mode & S_IFMT) === S_IFREG;
+}
+
+function checkMeta(meta: FileMeta): void {
+  const type = meta.mode & S_IFMT;
+  if (type === S_IFLNK ? meta.mode !== SYMLINK_MODE : type !== S_IFREG || meta.symlinkTarget !== '') {
+    throw new RegistryError('E_SPECIAL_FILE', `mode 0${meta.mode.toString(8)} is not a regular file or symlink`, {
+      found: `0${meta.mode.toString(8)}`,
+    });
+  }
+}
+
+const HEADER_TYPE = '(uuuusa(ayay))';
+const FILEZ_TYPE = '(tuuuusa(ayay))';
+
+/** H: the GVariant file header that is hashed. */
+export function fileHeader(meta: FileMeta): Buffer {
+  checkMeta(meta);
+  return encode(HEADER_TYPE, [
+    bswap32(meta.uid),
+    bswap32(meta.gid),
+    bswap32(meta.mode),
+    0,
+    meta.symlinkTarget,
+    xattrsToGv(canonicalXattrs(meta.xattrs)),
+  ]);
+}
+
+function framed(body: Buffer): Buffer {
+  const out = Buffer.alloc(8 + body.length);
+  out.writeUInt32BE(body.length, 0);
+  body.copy(out, 8);
+  return out;
+}
+
+/** The bytes hashed before the payload: BE32(len H) ‖ 00000000 ‖ H. */
+export function contentHashPrefix(meta: FileMeta): Buffer {
+  return framed(fileHeader(meta));
+}
+
+/** The bytes of a `.filez` before its deflated payload. */
+export function filezHeader(meta: FileMeta, size: number): Buffer {
+  checkMeta(meta);
+  return framed(
+    encode(FILEZ_TYPE, [
+      bswap64(BigInt(isSymlink(meta) ? 0 : size)),
+      bswap32(meta.uid),
+      bswap32(meta.gid),
+      bswap32(meta.mode),
+      0,
+      meta.symlinkTarget,
+      xattrsToGv(canonicalXattrs(meta.xattrs)),
+    ]),
+  );
+}
+
+export function contentChecksum(meta: FileMeta, payload: Uint8Array = Buffer.alloc(0)): Checksum {
+  return createHash('sha256').update(contentHashPrefix(meta)).update(payload).digest('hex');
+}
+
+export interface FilezHeader {
+  meta: FileMeta;
+  /** Uncompressed payload size. */
+  size: number;
+  /** Bytes before the deflate stream starts. */
+  headerLength: number;
+}
+
+/** Largest .filez header we accept: the header is tiny unless xattrs are huge (ostree caps metadata at 10 MiB). */
+export const MAX_FILEZ_HEADER = 10 * 1024 * 1024;
+
+/**
+ * Parse the header of a `.filez` from its first bytes. Returns undefined if `buf` is too short to
+ * hold the whole header yet (read more and call again).
+ */
+export function parseFilezHeader(buf: Uint8Array, id = 'content object'): FilezHeader | undefined {
+  if (buf.length < 8) return undefined;
+  const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
+  const len = b.readUInt32BE(0);
+  if (len > MAX_FILEZ_HEADER || b.readUInt32BE(4) !== 0) {
+    throw new RegistryError('E_CORRUPT_OBJECT', `${id}: bad .filez header`, { object: id });
+  }
+  if (b.length < 8 + len) return undefined;
+  let v: unknown[];
+  try {
+    v = decode(FILEZ_TYPE, b.subarray(8, 8 + len)) as unknown[];
+  } catch (e) {
+    if (e instanceof GVariantError) {
+      throw new RegistryError('E_NOT_NORMAL_FORM', `${id}: .filez header: ${e.message}`, { object: id });
+    }
+    throw e;
+  }
+  const [size, uid, gid, mode, rdev, symlinkTarget, xattrs] = v as [bigint, number, number, number, number, string, never];
+  const meta: FileMeta = {
+    uid: bswap32(uid),
+    gid: bswap32(gid),
+    mode: bswap32(mode),
+    symlinkTarget,
+    xattrs: xattrsFromGv(xattrs),
+  };
+  if (rdev !== 0 || !isCanonicalXattrs(meta.xattrs)) {
+    throw new RegistryError('E_CORRUPT_OBJECT', `${id}: non-canonical file header`, { object: id });
+  }
+  checkMeta(meta);
+  const s = bswap64(size);
+  if (s > BigInt(Number.MAX_SAFE_INTEGER)) throw new RegistryError('E_CORRUPT_OBJECT', `${id}: size out of range`);
+  return { meta, size: Number(s), headerLength: 8 + len };
+}
