@@ -1,0 +1,214 @@
+/**
+ * OSTree objects on a BlobStore: checksums and bytes, nothing about refs.
+ *
+ * Every read is verified: metadata objects by re-hashing their bytes, content objects by
+ * inflating the payload and re-hashing header + payload. Every write is verified before the
+ * blob is created, and an object that already exists is never replaced.
+ */
+import { createHash } from 'node:crypto';
+import { createInflateRaw, inflateRawSync } from 'node:zlib';
+import { RegistryError } from '../errors.js';
+import {
+  type Checksum,
+  contentHashPrefix,
+  type FileMeta,
+  isSymlink,
+  objectId,
+  objectPath,
+  type ObjectType,
+  parseFilezHeader,
+  typeFromExt,
+} from '../objects/index.js';
+import type { BlobStore } from './blob-store.js';
+
+export interface ContentObject {
+  meta: FileMeta;
+  size: number;
+  payload: Buffer;
+}
+
+export interface ObjectRef {
+  checksum: Checksum;
+  type: ObjectType;
+}
+
+function sha256(b: Uint8Array): Checksum {
+  return createHash('sha256').update(b).digest('hex');
+}
+
+export function corrupt(checksum: Checksum, type: ObjectType, found: string, why: string): RegistryError {
+  const id = objectId(checksum, type);
+  return new RegistryError(
+    'E_CORRUPT_OBJECT',
+    `object ${id} is corrupt: ${why}`,
+    { object: id, expected: checksum, found },
+    'the bytes in the store do not hash to their name; restore the object from a good copy',
+  );
+}
+
+export function missing(checksum: Checksum, type: ObjectType): RegistryError {
+  const id = objectId(checksum, type);
+  return new RegistryError('E_OBJECT_MISSING', `object ${id} is missing`, { object: id });
+}
+
+/**
+ * Check a complete `.filez` against its name: parse the header, inflate, re-hash. Returns the
+ * decoded object. Used for every content object read or received.
+ */
+export function verifyFilez(checksum: Checksum, filez: Buffer): ContentObject {
+  const id = objectId(checksum, 'file');
+  const h = parseFilezHeader(filez, id);
+  if (!h) throw corrupt(checksum, 'file', 'truncated header', 'truncated .filez header');
+  let payload: Buffer;
+  if (isSymlink(h.meta)) {
+    if (filez.length !== h.headerLength) throw corrupt(checksum, 'file', 'trailing bytes', 'symlink with a payload');
+    payload = Buffer.alloc(0);
+  } else {
+    try {
+      payload = inflateRawSync(filez.subarray(h.headerLength), { maxOutputLength: Math.max(h.size, 1) });
+    } catch (e) {
+      throw corrupt(checksum, 'file', 'invalid deflate stream', (e as Error).message);
+    }
+    if (payload.length !== h.size) {
+      throw corrupt(checksum, 'file', `${payload.length} bytes`, `payload is ${payload.length} bytes, header says ${h.size}`);
+    }
+  }
+  const found = createHash('sha256').update(contentHashPrefix(h.meta)).update(payload).digest('hex');
+  if (found !== checksum) throw corrupt(checksum, 'file', found, 'content checksum mismatch');
+  return { meta: h.meta, size: h.size, payload };
+}
+
+/**
+ * Verify a `.filez` as a stream (bounded memory for large files): returns an async iterable of the
+ * inflated payload chunks that throws at the end if the checksum does not match. Consumers must
+ * not trust (rename into place) what they wrote until iteration finished without error.
+ */
+export async function* inflateVerified(
+  checksum: Checksum,
+  source: AsyncIterable<Buffer>,
+  onHeader?: (h: { meta: FileMeta; size: number }) => void,
+): AsyncGenerator<Buffer> {
+  const id = objectId(checksum, 'file');
+  const hash = createHash('sha256');
+  let head = Buffer.alloc(0);
+  let header: ReturnType<typeof parseFilezHeader>;
+  const inflate = createInflateRaw();
+  let total = 0;
+  const it = source[Symbol.asyncIterator]();
+  // Header first.
+  for (;;) {
+    header = parseFilezHeader(head, id);
+    if (header) break;
+    const n = await it.next();
+    if (n.done) throw corrupt(checksum, 'file', 'truncated header', 'truncated .filez header');
+    head = Buffer.concat([head, n.value]);
+  }
+  hash.update(contentHashPrefix(header.meta));
+  onHeader?.({ meta: header.meta, size: header.size });
+  const rest = head.subarray(header.headerLength);
+  if (isSymlink(header.meta)) {
+    if (rest.length > 0 || !(await it.next()).done) throw corrupt(checksum, 'file', 'payload', 'symlink with a payload');
+  } else {
+    const out: Buffer[] = [];
+    let failed: Error | undefined;
+    inflate.on('data', (c: Buffer) => out.push(c));
+    inflate.on('error', (e) => {
+      failed = e;
+    });
+    const pump = async function* (first: Buffer): AsyncGenerator<Buffer> {
+      if (first.length) yield first;
+      for (let n = await it.next(); !n.done; n = await it.next()) yield n.value;
+    };
+    for await (const chunk of pump(rest)) {
+      if (!inflate.write(chunk)) await new Promise((r) => inflate.once('drain', r));
+      while (out.length) {
+        const c = out.shift()!;
+        total += c.length;
+        if (total > header.size) throw corrupt(checksum, 'file', `> ${header.size} bytes`, 'payload longer than its header says');
+        hash.update(c);
+        yield c;
+      }
+      if (failed) throw corrupt(checksum, 'file', 'invalid deflate stream', failed.message);
+    }
+    await new Promise<void>((resolve) => inflate.end(resolve));
+    if (failed) throw corrupt(checksum, 'file', 'invalid deflate stream', (failed as Error).message);
+    for (const c of out) {
+      total += c.length;
+      hash.update(c);
+      yield c;
+    }
+    if (total !== header.size) {
+      throw corrupt(checksum, 'file', `${total} bytes`, `payload is ${total} bytes, header says ${header.size}`);
+    }
+  }
+  const found = hash.digest('hex');
+  if (found !== checksum) throw corrupt(checksum, 'file', found, 'content checksum mismatch');
+}
+
+export class ObjectStore {
+  constructor(readonly blobs: BlobStore) {}
+
+  async has(checksum: Checksum, type: ObjectType): Promise<boolean> {
+    return (await this.blobs.stat(objectPath(checksum, type))) !== undefined;
+  }
+
+  /** The stored bytes, unverified: for serving and for fsck, which verify themselves. */
+  async getRaw(checksum: Checksum, type: ObjectType): Promise<Buffer | undefined> {
+    return this.blobs.read(objectPath(checksum, type));
+  }
+
+  /** A metadata object (commit, dirtree, dirmeta), verified against its checksum; commitmeta unhashed. */
+  async getMetadata(checksum: Checksum, type: Exclude<ObjectType, 'file'>): Promise<Buffer> {
+    const bytes = await this.blobs.read(objectPath(checksum, type));
+    if (!bytes) throw missing(checksum, type);
+    if (type !== 'commitmeta') {
+      const found = sha256(bytes);
+      if (found !== checksum) throw corrupt(checksum, type, found, 'checksum mismatch');
+    }
+    return bytes;
+  }
+
+  /** A whole content object, verified. For large files use readContentStream. */
+  async getContent(checksum: Checksum): Promise<ContentObject> {
+    const filez = await this.blobs.read(objectPath(checksum, 'file'));
+    if (!filez) throw missing(checksum, 'file');
+    return verifyFilez(checksum, filez);
+  }
+
+  async readContentStream(checksum: Checksum): Promise<AsyncIterable<Buffer>> {
+    const s = await this.blobs.readStream(objectPath(checksum, 'file'));
+    if (!s) throw missing(checksum, 'file');
+    return s;
+  }
+
+  /**
+   * Store a metadata object. Its checksum is computed here (commitmeta needs `checksum`: it is named
+   * after its commit). If it exists, the existing bytes must be identical: a mismatch means the store
+   * holds a corrupt copy, which we report rather than replace.
+   */
+  async putMetadata(type: Exclude<ObjectType, 'file'>, bytes: Buffer, checksum?: Checksum): Promise<Checksum> {
+    const name = type === 'commitmeta' ? checksum! : sha256(bytes);
+    if (checksum && name !== checksum) throw corrupt(checksum, type, name, 'uploaded bytes do not match their name');
+    const key = objectPath(name, type);
+    if (await this.blobs.createOnce(key, bytes)) return name;
+    if (type === 'commitmeta') return name;
+    const existing = await this.blobs.read(key);
+    if (!existing?.equals(bytes)) throw corrupt(name, type, existing ? sha256(existing) : 'nothing', 'existing copy differs');
+    return name;
+  }
+
+  /** Store a complete `.filez`, verifying it first. Returns true if it was written, false if it existed. */
+  async putFilez(checksum: Checksum, filez: Buffer): Promise<boolean> {
+    verifyFilez(checksum, filez);
+    return this.blobs.createOnce(objectPath(checksum, 'file'), filez);
+  }
+
+  /** Every object in the store. */
+  async *list(): AsyncGenerator<ObjectRef> {
+    for await (const key of this.blobs.list('objects/')) {
+      const m = /^objects\/([0-9a-f]{2})\/([0-9a-f]{62})\.([a-z]+)$/.exec(key);
+      const type = m ? typeFromExt(m[3]!) : undefined;
+      if (m && type) yield { checksum: m[1]! + m[2]!, type };
+    }
+  }
+}
