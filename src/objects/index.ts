@@ -7,3 +7,4 @@ export * from './file.js';
 export { sha256 } from './metadata-object.js';
 export * from './summary.js';
 export * from './xattrs.js';
+export * from './metadata-values.js';

@@ -35,7 +35,8 @@ export class FsBlobStore implements BlobStore {
     try {
       return await readFile(this.path(key));
     } catch (e) {
-      if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return undefined;
+      // A key that names a directory (refs/heads/a when a/b exists) is not a blob.
+      if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR' || errnoCode(e) === 'EISDIR') return undefined;
       throw ioError(e, key);
     }
   }

@@ -1,0 +1,165 @@
+/**
+ * fsck: trust nothing at rest. Re-hashes every object, checks that every commit a ref or the ref
+ * log names is complete, that refs/heads, the summary and the ref log agree, and that the ref
+ * log's hash chain is unbroken. Every problem names the object, ref or record.
+ */
+import { RegistryError } from '../errors.js';
+import {
+  type Checksum,
+  decodeCommit,
+  decodeCommitMeta,
+  decodeDirMeta,
+  decodeDirTree,
+  decodeSummary,
+  objectId,
+  sha256,
+} from '../objects/index.js';
+import { type ObjectRef, verifyFilez } from '../store/object-store.js';
+import { missingObjects } from './closure.js';
+import { SUMMARY_KEY } from './layout.js';
+import { checkChain, listLoggedRefs, readRefLog } from './reflog.js';
+import type { Repository } from './repository.js';
+
+export interface FsckProblem {
+  severity: 'error' | 'warning';
+  message: string;
+  object?: string;
+  ref?: string;
+}
+
+export interface FsckReport {
+  objects: number;
+  commits: number;
+  refs: number;
+  records: number;
+  problems: FsckProblem[];
+}
+
+/** Objects are checked this many at a time: reads overlap with hashing and inflating. */
+const CONCURRENCY = 16;
+
+async function checkObject(repo: Repository, o: ObjectRef): Promise<FsckProblem | undefined> {
+  const id = objectId(o.checksum, o.type);
+  try {
+    const bytes = await repo.objects.getRaw(o.checksum, o.type);
+    if (!bytes) return { severity: 'error', object: id, message: `${id}: vanished while checking` };
+    if (o.type === 'file') {
+      verifyFilez(o.checksum, bytes);
+      return undefined;
+    }
+    if (o.type !== 'commitmeta') {
+      const found = sha256(bytes);
+      if (found !== o.checksum) {
+        return { severity: 'error', object: id, message: `${id}: corrupt: its bytes hash to ${found}` };
+      }
+    }
+    if (o.type === 'commit') decodeCommit(bytes, id);
+    else if (o.type === 'dirtree') decodeDirTree(bytes, id);
+    else if (o.type === 'dirmeta') decodeDirMeta(bytes, id);
+    else decodeCommitMeta(bytes, id);
+    return undefined;
+  } catch (e) {
+    if (e instanceof RegistryError) return { severity: 'error', object: id, message: e.message };
+    throw e;
+  }
+}
+
+export async function fsck(repo: Repository, onProgress?: (checked: number) => void): Promise<FsckReport> {
+  const problems: FsckProblem[] = [];
+  const objects: ObjectRef[] = [];
+  for await (const o of repo.objects.list()) objects.push(o);
+
+  let next = 0;
+  let checked = 0;
+  const bad = new Set<string>();
+  await Promise.all(
+    Array.from({ length: CONCURRENCY }, async () => {
+      while (next < objects.length) {
+        const o = objects[next++]!;
+        const p = await checkObject(repo, o);
+        if (p) {
+          problems.push(p);
+          bad.add(objectId(o.checksum, o.type));
+        }
+        if (++checked % 500 === 0) onProgress?.(checked);
+      }
+    }),
+  );
+
+  const commits = objects.filter((o) => o.type === 'commit').map((o) => o.checksum);
+  const refs = await repo.listRefs();
+  const needed = new Map<Checksum, string>();
+  for (const r of refs) needed.set(r.head, `head of ${r.name}`);
+
+  let records = 0;
+  const loggedRefs = await listLoggedRefs(repo.blobs);
+  for (const ref of new Set([...loggedRefs, ...refs.map((r) => r.name)])) {
+    let log: Awaited<ReturnType<typeof readRefLog>>;
+    try {
+      log = await readRefLog(repo.blobs, ref);
+    } catch (e) {
+      problems.push({ severity: 'error', ref, message: (e as Error).message });
+      continue;
+    }
+    records += log.length;
+    for (const message of checkChain(ref, log)) problems.push({ severity: 'error', ref, message });
+    for (const { record } of log) if (!needed.has(record.to)) needed.set(record.to, `ref log ${ref} #${record.seq}`);
+    const head = refs.find((r) => r.name === ref)?.head;
+    const last = log[log.length - 1]?.record;
+    if (log.length === 0) {
+      problems.push({ severity: 'warning', ref, message: `ref ${ref} has no ref log (written by another tool?)` });
+    } else if (head !== last?.to) {
+      problems.push({
+        severity: 'error',
+        ref,
+        message: `ref ${ref} is at ${head ?? 'nothing'} but its ref log ends at ${last?.to}`,
+      });
+    }
+  }
+
+  for (const [commit, why] of needed) {
+    const id = objectId(commit, 'commit');
+    if (bad.has(id)) continue;
+    try {
+      const lacking = await missingObjects(repo.objects, commit);
+      for (const o of lacking) {
+        problems.push({
+          severity: 'error',
+          object: objectId(o.checksum, o.type),
+          message: `${objectId(o.checksum, o.type)}: missing, needed by commit ${commit} (${why})`,
+        });
+      }
+    } catch (e) {
+      if (!(e instanceof RegistryError)) throw e;
+      problems.push({ severity: 'error', object: e.details.object ?? id, message: `${e.message} (${why})` });
+    }
+  }
+
+  const summaryBytes = await repo.blobs.read(SUMMARY_KEY);
+  if (!summaryBytes) {
+    if (refs.length) problems.push({ severity: 'error', message: 'summary is missing' });
+  } else {
+    try {
+      const s = decodeSummary(summaryBytes);
+      const inSummary = new Map(s.refs.map((r) => [r.name, r.checksum]));
+      for (const r of refs) {
+        if (inSummary.get(r.name) !== r.head) {
+          problems.push({
+            severity: 'error',
+            ref: r.name,
+            message: `summary lists ${r.name} at ${inSummary.get(r.name) ?? 'nothing'}, refs/heads at ${r.head}`,
+          });
+        }
+      }
+      for (const name of inSummary.keys()) {
+        if (!refs.some((r) => r.name === name)) {
+          problems.push({ severity: 'error', ref: name, message: `summary lists ${name}, which is not in refs/heads` });
+        }
+      }
+    } catch (e) {
+      problems.push({ severity: 'error', message: `summary: ${(e as Error).message}` });
+    }
+  }
+
+  return { objects: objects.length, commits: commits.length, refs: refs.length, records, problems };
+}

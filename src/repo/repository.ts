@@ -1,0 +1,436 @@
+/**
+ * A repository: objects, refs, the ref log, the summary and the index, on one BlobStore.
+ *
+ * The only ways a ref moves are `commit` (a fast-forward to a new commit whose parent is the
+ * current head), `moveRef` with action 'push' (the same rule, for commits built elsewhere) and
+ * `reset` (back to a commit already in the ref's history, with a reason). Each move appends a ref
+ * log record first — the commit point — then replaces refs/heads/<ref> and rewrites the summary,
+ * all under the store's write lock. Nothing here deletes or rewrites an object or a record.
+ */
+import { hostname, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { RegistryError } from '../errors.js';
+import { Variant } from '../gvariant/index.js';
+import { IndexDb } from '../meta/index-db.js';
+import {
+  assertChecksum,
+  type Checksum,
+  type Commit,
+  decodeCommit,
+  encodeCommit,
+  encodeSummary,
+  isChecksum,
+  type Metadata,
+  metadataGet,
+  objectId,
+  type SummaryRef,
+  variantToJson,
+} from '../objects/index.js';
+import type { BlobStore } from '../store/blob-store.js';
+import { FsBlobStore } from '../store/fs-blob-store.js';
+import { type ObjectRef, ObjectStore } from '../store/object-store.js';
+import { commitClosure, commitStats, missingObjects } from './closure.js';
+import { ARCHIVE_CONFIG, CONFIG_KEY, INDEX_FILE, INIT_DIRS, REFS_PREFIX, refKey, SUMMARY_KEY } from './layout.js';
+import { appendRecord, listLoggedRefs, type RefLogRecord, readRefLog } from './reflog.js';
+import { assertRef, refsClash } from './refs.js';
+
+export interface CommitOptions {
+  ref: string;
+  rootTree: Checksum;
+  rootMeta: Checksum;
+  subject?: string;
+  body?: string;
+  /** Seconds since the epoch; default now. */
+  timestamp?: number;
+  /** User metadata, in the order given. */
+  metadata?: Metadata;
+  /** Append `ostree.ref-binding` = [ref], as `ostree commit --branch` does. */
+  bindRef?: boolean;
+  /** Paths dropped by --skip-special, recorded under `sysroot.skipped-special`. */
+  skippedSpecial?: string[];
+  actor?: string;
+  reason?: string;
+  /** Known from the import; computed from the tree when absent. */
+  stats?: { totalSize: number; fileCount: number };
+}
+
+export interface MoveRefOptions {
+  ref: string;
+  /** The head the caller based its change on (compare-and-swap); null = the ref must not exist. */
+  expected: Checksum | null;
+  to: Checksum;
+  action: 'commit' | 'push' | 'reset';
+  reason: string;
+  actor?: string;
+}
+
+export interface Resolved {
+  commit: Checksum;
+  ref?: string;
+}
+
+export function defaultActor(): string {
+  if (process.env.SYSROOT_ACTOR) return process.env.SYSROOT_ACTOR;
+  let user = 'unknown';
+  try {
+    user = userInfo().username;
+  } catch {
+    // no passwd entry (containers): keep 'unknown'
+  }
+  return `${user}@${hostname()}`;
+}
+
+export class Repository {
+  readonly objects: ObjectStore;
+  private indexDb: IndexDb | undefined;
+
+  private constructor(
+    readonly blobs: BlobStore,
+    private readonly indexPath: string,
+  ) {
+    this.objects = new ObjectStore(blobs);
+  }
+
+  get location(): string {
+    return this.blobs.location;
+  }
+
+  /** Create a repository in `path` (a directory). Idempotent on an existing archive repository. */
+  static async init(path: string): Promise<Repository> {
+    const blobs = new FsBlobStore(path);
+    const existing = await blobs.read(CONFIG_KEY);
+    if (existing) return Repository.open(path);
+    const { mkdir } = await import('node:fs/promises');
+    for (const d of INIT_DIRS) await mkdir(join(path, d), { recursive: true });
+    await blobs.replace(CONFIG_KEY, Buffer.from(ARCHIVE_CONFIG));
+    const repo = new Repository(blobs, join(path, INDEX_FILE));
+    await repo.writeSummary();
+    return repo;
+  }
+
+  static async open(path: string): Promise<Repository> {
+    const blobs = new FsBlobStore(path);
+    const config = await blobs.read(CONFIG_KEY);
+    const mode = config && /^mode\s*=\s*(\S+)/m.exec(config.toString('utf8'))?.[1];
+    if (!config || (mode !== 'archive-z2' && mode !== 'archive')) {
+      throw new RegistryError(
+        'E_NOT_A_REPO',
+        config ? `${path} is an OSTree repository in mode ${mode}, not archive-z2` : `${path} is not a repository`,
+        { path },
+        config ? undefined : `create one with: sysroot init --repo ${path}`,
+      );
+    }
+    return new Repository(blobs, join(path, INDEX_FILE));
+  }
+
+  /** The SQLite index, opened on first use; filled from the repository if it is new or stale. */
+  async index(): Promise<IndexDb> {
+    if (!this.indexDb) {
+      const db = new IndexDb(this.indexPath);
+      this.indexDb = db;
+      const refs = await this.listRefs();
+      const indexed = new Map(db.listRefs().map((r) => [r.name, r.head]));
+      if (refs.length !== indexed.size || refs.some((r) => indexed.get(r.name) !== r.head)) await this.reindex();
+    }
+    return this.indexDb;
+  }
+
+  close(): void {
+    this.indexDb?.close();
+    this.indexDb = undefined;
+  }
+
+  async readRef(ref: string): Promise<Checksum | undefined> {
+    const b = await this.blobs.read(refKey(assertRef(ref)));
+    if (!b) return undefined;
+    const c = b.toString('utf8').trim();
+    if (!isChecksum(c)) {
+      throw new RegistryError('E_CORRUPT_OBJECT', `ref ${ref} holds "${c.slice(0, 80)}", not a checksum`, { ref });
+    }
+    return c;
+  }
+
+  /** Refs from refs/heads, the source OSTree clients see. */
+  async listRefs(): Promise<Array<{ name: string; head: Checksum }>> {
+    const out: Array<{ name: string; head: Checksum }> = [];
+    for await (const key of this.blobs.list(REFS_PREFIX)) {
+      const name = key.slice(REFS_PREFIX.length);
+      const head = await this.readRef(name);
+      if (head) out.push({ name, head });
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  async readCommit(checksum: Checksum): Promise<Commit> {
+    return decodeCommit(await this.objects.getMetadata(checksum, 'commit'), objectId(checksum, 'commit'));
+  }
+
+  /**
+   * `REF`, `REF@SHA` or `SHA`. REF@SHA is a pin: the commit must exist, hash to SHA (every read is
+   * verified) and be in REF's history.
+   */
+  async resolve(spec: string): Promise<Resolved> {
+    const at = spec.lastIndexOf('@');
+    if (at >= 0) {
+      const ref = assertRef(spec.slice(0, at));
+      const commit = assertChecksum(spec.slice(at + 1), `pinned commit in "${spec}"`);
+      const history = await readRefLog(this.blobs, ref);
+      const head = await this.readRef(ref);
+      if (head === undefined && history.length === 0) throw refNotFound(ref);
+      if (head !== commit && !history.some((r) => r.record.to === commit)) {
+        throw new RegistryError('E_NOT_IN_HISTORY', `commit ${commit} was never a head of ${ref}`, {
+          ref,
+          expected: commit,
+        });
+      }
+      await this.readCommit(commit);
+      return { commit, ref };
+    }
+    if (isChecksum(spec)) {
+      await this.readCommit(spec);
+      return { commit: spec };
+    }
+    const ref = assertRef(spec);
+    const head = await this.readRef(ref);
+    if (!head) throw refNotFound(ref);
+    return { commit: head, ref };
+  }
+
+  /** Write a commit object on top of the ref's head and move the ref to it. Returns the checksum. */
+  async commit(o: CommitOptions): Promise<Checksum> {
+    assertRef(o.ref);
+    const metadata: Metadata = [...(o.metadata ?? [])];
+    if (o.skippedSpecial?.length) metadata.push(['sysroot.skipped-special', new Variant('as', o.skippedSpecial)]);
+    if (o.bindRef) metadata.push(['ostree.ref-binding', new Variant('as', [o.ref])]);
+    for (const [k] of metadata) {
+      if (metadata.filter(([x]) => x === k).length > 1) {
+        throw new RegistryError('E_USAGE', `metadata key "${k}" given more than once`, { found: k });
+      }
+    }
+    // Retry if another writer moves the ref between reading the head and moving it: the new commit
+    // must name the real head as its parent, so it is rebuilt (a cheap, small object).
+    for (let attempt = 0; ; attempt++) {
+      const parent = (await this.readRef(o.ref)) ?? null;
+      const commit: Commit = {
+        metadata,
+        parent,
+        related: [],
+        subject: o.subject ?? '',
+        body: o.body ?? '',
+        timestamp: o.timestamp ?? Math.floor(Date.now() / 1000),
+        rootTree: o.rootTree,
+        rootMeta: o.rootMeta,
+      };
+      const bytes = encodeCommit(commit);
+      const checksum = await this.objects.putMetadata('commit', bytes);
+      try {
+        await this.moveRef({
+          ref: o.ref,
+          expected: parent,
+          to: checksum,
+          action: 'commit',
+          reason: o.reason ?? commit.subject,
+          actor: o.actor,
+        });
+      } catch (e) {
+        if (e instanceof RegistryError && e.code === 'E_REF_CONFLICT' && attempt < 5) continue;
+        throw e;
+      }
+      await this.indexCommit(checksum, commit, o.stats);
+      return checksum;
+    }
+  }
+
+  /**
+   * Move a ref, atomically with respect to other writers (compare-and-swap on `expected`).
+   * commit/push: `to` must be complete and its parent must be the current head (fast-forward).
+   * reset: `to` must already be in the ref's history.
+   */
+  async moveRef(o: MoveRefOptions): Promise<RefLogRecord> {
+    assertRef(o.ref);
+    const to = assertChecksum(o.to, 'target commit');
+    const target = await this.readCommit(to);
+    if (o.action !== 'reset') {
+      const lacking = await missingObjects(this.objects, to);
+      if (lacking.length) {
+        throw new RegistryError(
+          'E_OBJECT_MISSING',
+          `commit ${to} is incomplete: ${lacking.length} object(s) missing, e.g. ${objectId(lacking[0]!.checksum, lacking[0]!.type)}`,
+          { object: objectId(lacking[0]!.checksum, lacking[0]!.type), missing: lacking.length },
+        );
+      }
+    }
+    const record = await this.blobs.withLock(async () => {
+      const log = await readRefLog(this.blobs, o.ref);
+      const last = log[log.length - 1];
+      const head = (await this.readRef(o.ref)) ?? null;
+      // The log is the truth; a crash between appending a record and replacing refs/heads leaves the
+      // ref file behind the log, and the next move repairs it.
+      const current = last ? last.record.to : head;
+      if (current !== o.expected) {
+        throw new RegistryError(
+          'E_REF_CONFLICT',
+          `ref ${o.ref} moved: it is at ${current ?? 'nothing'}, the change was based on ${o.expected ?? 'nothing'}`,
+          { ref: o.ref, expected: o.expected ?? 'nothing', found: current ?? 'nothing' },
+          'fetch the new head and retry',
+        );
+      }
+      if (current === null) {
+        for (const other of await this.listRefs()) {
+          if (refsClash(other.name, o.ref)) {
+            throw new RegistryError('E_INVALID_REF', `ref ${o.ref} cannot exist beside ref ${other.name}`, {
+              ref: o.ref,
+            });
+          }
+        }
+      }
+      if (o.action === 'reset') {
+        if (!log.some((r) => r.record.to === to)) {
+          throw new RegistryError('E_NOT_IN_HISTORY', `commit ${to} was never a head of ${o.ref}`, {
+            ref: o.ref,
+            expected: to,
+          });
+        }
+      } else if (target.parent !== current) {
+        throw new RegistryError(
+          'E_NOT_FAST_FORWARD',
+          `commit ${to} is not a fast-forward of ${o.ref}: its parent is ${target.parent ?? 'none'}, the head is ${current ?? 'none'}`,
+          { ref: o.ref, expected: current ?? 'none', found: target.parent ?? 'none' },
+          'build the new commit on top of the current head',
+        );
+      }
+      const rec: RefLogRecord = {
+        version: 1,
+        ref: o.ref,
+        seq: log.length + 1,
+        from: current,
+        to,
+        time: new Date().toISOString(),
+        actor: o.actor ?? defaultActor(),
+        action: o.action,
+        reason: o.reason,
+        prev: last ? last.hash : null,
+      };
+      const { created } = await appendRecord(this.blobs, rec);
+      if (!created) {
+        throw new RegistryError('E_REF_CONFLICT', `ref ${o.ref} moved while we were moving it`, { ref: o.ref });
+      }
+      await this.blobs.replace(refKey(o.ref), Buffer.from(`${to}\n`));
+      await this.writeSummaryLocked();
+      return rec;
+    });
+    (await this.index()).recordRefMove(record);
+    return record;
+  }
+
+  /** An audited rollback: point `ref` back at a commit already in its history. */
+  async reset(ref: string, commit: Checksum, reason: string, actor?: string): Promise<RefLogRecord> {
+    if (!reason.trim()) throw new RegistryError('E_USAGE', 'a reset needs a reason', { ref });
+    const current = (await this.readRef(ref)) ?? null;
+    if (current === null) throw refNotFound(ref);
+    return this.moveRef({ ref, expected: current, to: commit, action: 'reset', reason, actor });
+  }
+
+  /** A ref's history, newest first. */
+  async log(ref: string): Promise<RefLogRecord[]> {
+    assertRef(ref);
+    const records = await readRefLog(this.blobs, ref);
+    if (records.length === 0 && !(await this.readRef(ref))) throw refNotFound(ref);
+    return records.map((r) => r.record).reverse();
+  }
+
+  /** Rewrite the summary from refs/heads. Takes the write lock. */
+  async writeSummary(): Promise<void> {
+    await this.blobs.withLock(() => this.writeSummaryLocked());
+  }
+
+  private async writeSummaryLocked(): Promise<void> {
+    const refs: SummaryRef[] = [];
+    for (const { name, head } of await this.listRefs()) {
+      const bytes = await this.objects.getMetadata(head, 'commit');
+      const c = decodeCommit(bytes, objectId(head, 'commit'));
+      const version = metadataGet(c.metadata, 'version');
+      refs.push({
+        name,
+        checksum: head,
+        commitSize: bytes.length,
+        timestamp: c.timestamp,
+        ...(version?.type === 's' ? { version: version.value as string } : {}),
+      });
+    }
+    await this.blobs.replace(SUMMARY_KEY, encodeSummary({ refs, lastModified: Math.floor(Date.now() / 1000) }));
+  }
+
+  private async indexCommit(
+    checksum: Checksum,
+    c: Commit,
+    stats?: { totalSize: number; fileCount: number },
+  ): Promise<void> {
+    const db = await this.index();
+    const s = stats ?? (await commitStats(this.objects, checksum));
+    const objects: ObjectRef[] = [];
+    for await (const o of commitClosure(this.objects, checksum)) objects.push(o);
+    db.putObjects(objects);
+    db.putCommit({
+      checksum,
+      parent: c.parent,
+      subject: c.subject,
+      body: c.body,
+      timestamp: c.timestamp,
+      rootTree: c.rootTree,
+      rootMeta: c.rootMeta,
+      metadata: Object.fromEntries(c.metadata.map(([k, v]) => [k, variantToJson(v)])),
+      totalSize: s.totalSize,
+      fileCount: s.fileCount,
+    });
+  }
+
+  /** Rebuild the SQLite index from the repository alone. */
+  async reindex(): Promise<{ commits: number; refs: number; records: number; objects: number }> {
+    const db = this.indexDb ?? new IndexDb(this.indexPath);
+    this.indexDb = db;
+    const objects: ObjectRef[] = [];
+    for await (const o of this.objects.list()) objects.push(o);
+    const refs = await this.listRefs();
+    const records: RefLogRecord[] = [];
+    for (const ref of new Set([...refs.map((r) => r.name), ...(await listLoggedRefs(this.blobs))])) {
+      for (const r of await readRefLog(this.blobs, ref)) records.push(r.record);
+    }
+    const commits: Array<{ checksum: Checksum; c: Commit; stats: { totalSize: number; fileCount: number } }> = [];
+    for (const o of objects) {
+      if (o.type !== 'commit') continue;
+      const c = await this.readCommit(o.checksum);
+      let stats = { totalSize: 0, fileCount: 0 };
+      try {
+        stats = await commitStats(this.objects, o.checksum);
+      } catch {
+        // A partial commit (a pull at depth 0 keeps only the newest tree) has no stats; fsck reports it.
+      }
+      commits.push({ checksum: o.checksum, c, stats });
+    }
+    db.rebuild(() => {
+      db.putObjects(objects);
+      for (const { checksum, c, stats } of commits) {
+        db.putCommit({
+          checksum,
+          parent: c.parent,
+          subject: c.subject,
+          body: c.body,
+          timestamp: c.timestamp,
+          rootTree: c.rootTree,
+          rootMeta: c.rootMeta,
+          metadata: Object.fromEntries(c.metadata.map(([k, v]) => [k, variantToJson(v)])),
+          ...stats,
+        });
+      }
+      for (const r of records) db.recordRefMove(r);
+      // refs/heads is what clients see; a ref with no log (written by ostree itself) is indexed too.
+      for (const r of refs) db.putRef(r.name, r.head);
+    });
+    return { commits: commits.length, refs: refs.length, records: records.length, objects: objects.length };
+  }
+}
+
+export function refNotFound(ref: string): RegistryError {
+  return new RegistryError('E_REF_NOT_FOUND', `ref ${ref} does not exist`, { ref }, 'list refs with: sysroot refs');
+}
