@@ -86,7 +86,9 @@ describe('dirmeta and dirtree', () => {
         dirs: e.dirs.map(([name, t, m]) => ({ name, tree: t, meta: m })),
       });
       expect(sha256(bytes)).toBe(o.checksum);
-      const onDisk = readFileSync(join(repo, 'objects', o.checksum.slice(0, 2), `${o.checksum.slice(2)}.dirtree`));
+      const onDisk = readFileSync(
+        join(repo, 'objects', o.checksum.slice(0, 2), `${o.checksum.slice(2)}.dirtree`),
+      );
       expect(bytes.equals(onDisk)).toBe(true);
       expect(encodeDirTree(decodeDirTree(bytes)).equals(bytes)).toBe(true);
     }
@@ -132,7 +134,9 @@ describe('content objects', () => {
 
   it('parses every .filez in the ostree repository and verifies it by inflating', () => {
     for (const o of files) {
-      const filez = readFileSync(join(repo, 'objects', o.checksum.slice(0, 2), `${o.checksum.slice(2)}.filez`));
+      const filez = readFileSync(
+        join(repo, 'objects', o.checksum.slice(0, 2), `${o.checksum.slice(2)}.filez`),
+      );
       const h = parseFilezHeader(filez)!;
       expect(filezHeader(h.meta, h.size).equals(filez.subarray(0, h.headerLength))).toBe(true);
       const payload = h.meta.symlinkTarget ? Buffer.alloc(0) : inflateRawSync(filez.subarray(h.headerLength));

@@ -22,7 +22,9 @@ async function rejects(p: Promise<unknown>, code: string): Promise<RegistryError
 describe('repository', () => {
   it('initialises an archive-z2 repository that looks like ostree init made it', async () => {
     const repo = await tempRepo();
-    expect(readFileSync(join(repo.location, 'config'), 'utf8')).toBe('[core]\nrepo_version=1\nmode=archive-z2\n');
+    expect(readFileSync(join(repo.location, 'config'), 'utf8')).toBe(
+      '[core]\nrepo_version=1\nmode=archive-z2\n',
+    );
     expect(decodeSummary(readFileSync(join(repo.location, 'summary'))).refs).toEqual([]);
     expect((await Repository.init(repo.location)).location).toBe(repo.location);
   });
@@ -58,8 +60,14 @@ describe('repository', () => {
       encodeCommit({ metadata: [], parent: c1, related: [], subject: '', body: '', timestamp: 1, ...root }),
     );
     const head = await repo.readRef('r');
-    await rejects(repo.moveRef({ ref: 'r', expected: head!, to: stale, action: 'push', reason: '' }), 'E_NOT_FAST_FORWARD');
-    await rejects(repo.moveRef({ ref: 'r', expected: c1, to: stale, action: 'push', reason: '' }), 'E_REF_CONFLICT');
+    await rejects(
+      repo.moveRef({ ref: 'r', expected: head!, to: stale, action: 'push', reason: '' }),
+      'E_NOT_FAST_FORWARD',
+    );
+    await rejects(
+      repo.moveRef({ ref: 'r', expected: c1, to: stale, action: 'push', reason: '' }),
+      'E_REF_CONFLICT',
+    );
     expect(await repo.readRef('r')).toBe(head);
   });
 
@@ -84,7 +92,8 @@ describe('repository', () => {
     for (const bad of ['', '/a', 'a/', 'a//b', '../x', 'a/../b', '-x', '.hidden', 'a b', 'a@b', 'ä']) {
       expect(isValidRef(bad), bad).toBe(false);
     }
-    for (const good of ['stage3-sysroot/x86_64', 'a', '_x/y.z-1', 'armv8l64']) expect(isValidRef(good)).toBe(true);
+    for (const good of ['stage3-sysroot/x86_64', 'a', '_x/y.z-1', 'armv8l64'])
+      expect(isValidRef(good)).toBe(true);
     const repo = await tempRepo();
     await commitContent(repo, 'a/b', 'v1');
     await rejects(commitContent(repo, 'a', 'v1'), 'E_INVALID_REF');

@@ -83,7 +83,9 @@ class Builder {
   finish(offsets: number[]): Buffer {
     const k = offsetSize(this.length, offsets.length);
     const tail = Buffer.alloc(k * offsets.length);
-    offsets.forEach((o, i) => writeOffset(tail, i * k, o, k));
+    offsets.forEach((o, i) => {
+      writeOffset(tail, i * k, o, k);
+    });
     this.parts.push(tail);
     return Buffer.concat(this.parts, this.length + tail.length);
   }
@@ -283,9 +285,11 @@ function decodeWith(t: GvType, b: Buffer): GvValue {
       if (elem.kind === 'basic' && elem.code === 'y') return b;
       if (b.length === 0) return [];
       if (elem.fixedSize !== undefined) {
-        if (b.length % elem.fixedSize !== 0) throw new GVariantError('array length is not a multiple of its element');
+        if (b.length % elem.fixedSize !== 0)
+          throw new GVariantError('array length is not a multiple of its element');
         const out: GvValue[] = [];
-        for (let p = 0; p < b.length; p += elem.fixedSize) out.push(decodeWith(elem, b.subarray(p, p + elem.fixedSize)));
+        for (let p = 0; p < b.length; p += elem.fixedSize)
+          out.push(decodeWith(elem, b.subarray(p, p + elem.fixedSize)));
         return out;
       }
       const k = sizeFromTotal(b.length);

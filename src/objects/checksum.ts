@@ -20,9 +20,13 @@ export function isChecksum(s: string): boolean {
 /** Throws E_INVALID_CHECKSUM unless `s` is 64 lower-case hex characters. */
 export function assertChecksum(s: string, what = 'checksum'): Checksum {
   if (!HEX64.test(s)) {
-    throw new RegistryError('E_INVALID_CHECKSUM', `${what} "${s}" is not a 64-character lower-case hex SHA-256`, {
-      found: s,
-    });
+    throw new RegistryError(
+      'E_INVALID_CHECKSUM',
+      `${what} "${s}" is not a 64-character lower-case hex SHA-256`,
+      {
+        found: s,
+      },
+    );
   }
   return s;
 }
@@ -50,7 +54,9 @@ export const OBJECT_EXT: Record<ObjectType, string> = {
   commitmeta: 'commitmeta',
 };
 
-const EXT_TYPE = new Map<string, ObjectType>(Object.entries(OBJECT_EXT).map(([t, e]) => [e, t as ObjectType]));
+const EXT_TYPE = new Map<string, ObjectType>(
+  Object.entries(OBJECT_EXT).map(([t, e]) => [e, t as ObjectType]),
+);
 
 export function typeFromExt(ext: string): ObjectType | undefined {
   return EXT_TYPE.get(ext);

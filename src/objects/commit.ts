@@ -4,7 +4,7 @@
  * The checksum is the sha256 of these bytes, which are also the `.commit` file, so a commit is
  * never re-encoded once written: its bytes (timestamp included) are served as they are, forever.
  */
-import { encode, type GvValue, Variant } from '../gvariant/index.js';
+import { encode, type GvValue, type Variant } from '../gvariant/index.js';
 import { bytesToChecksum, type Checksum, checksumToBytes } from './checksum.js';
 import { bswap64 } from './endian.js';
 import { decodeObject } from './metadata-object.js';

@@ -2,11 +2,12 @@
  * Directory metadata: `(uuua(ayay))` — uid, gid, mode (big-endian, mode includes 040000), xattrs.
  * The checksum is the sha256 of exactly these bytes, which are also the `.dirmeta` file.
  */
+
+import { encode } from '../gvariant/index.js';
 import { bswap32 } from './endian.js';
 import { S_IFDIR, S_IFMT } from './file.js';
 import { decodeObject } from './metadata-object.js';
 import { canonicalXattrs, isCanonicalXattrs, type Xattr, xattrsFromGv, xattrsToGv } from './xattrs.js';
-import { encode } from '../gvariant/index.js';
 
 export interface DirMeta {
   uid: number;
@@ -18,7 +19,12 @@ export interface DirMeta {
 const TYPE = '(uuua(ayay))';
 
 export function encodeDirMeta(m: DirMeta): Buffer {
-  return encode(TYPE, [bswap32(m.uid), bswap32(m.gid), bswap32(m.mode), xattrsToGv(canonicalXattrs(m.xattrs))]);
+  return encode(TYPE, [
+    bswap32(m.uid),
+    bswap32(m.gid),
+    bswap32(m.mode),
+    xattrsToGv(canonicalXattrs(m.xattrs)),
+  ]);
 }
 
 export function decodeDirMeta(bytes: Uint8Array, id = 'dirmeta'): DirMeta {

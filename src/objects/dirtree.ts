@@ -29,7 +29,9 @@ const TYPE = '(a(say)a(sayay))';
 /** OSTree's name rule: non-empty, no '/', not '.' or '..' (UTF-8 validity is checked by the codec). */
 export function checkEntryName(name: string, where = 'directory entry'): void {
   if (name === '' || name === '.' || name === '..' || name.includes('/') || name.includes('\0')) {
-    throw new RegistryError('E_BAD_NAME', `${where}: invalid file name ${JSON.stringify(name)}`, { found: name });
+    throw new RegistryError('E_BAD_NAME', `${where}: invalid file name ${JSON.stringify(name)}`, {
+      found: name,
+    });
   }
 }
 
@@ -65,7 +67,8 @@ export function decodeDirTree(bytes: Uint8Array, id = 'dirtree'): DirTree {
       for (let i = 0; i < list.length; i++) {
         const name = list[i]!.name;
         checkEntryName(name, id);
-        if (i > 0 && compareNames(list[i - 1]!.name, name) >= 0) throw new Error(`entries not sorted at "${name}"`);
+        if (i > 0 && compareNames(list[i - 1]!.name, name) >= 0)
+          throw new Error(`entries not sorted at "${name}"`);
         if (seen.has(name)) throw new Error(`"${name}" is both a file and a directory`);
         seen.add(name);
       }

@@ -48,9 +48,13 @@ export function isRegular(meta: FileMeta): boolean {
 function checkMeta(meta: FileMeta): void {
   const type = meta.mode & S_IFMT;
   if (type === S_IFLNK ? meta.mode !== SYMLINK_MODE : type !== S_IFREG || meta.symlinkTarget !== '') {
-    throw new RegistryError('E_SPECIAL_FILE', `mode 0${meta.mode.toString(8)} is not a regular file or symlink`, {
-      found: `0${meta.mode.toString(8)}`,
-    });
+    throw new RegistryError(
+      'E_SPECIAL_FILE',
+      `mode 0${meta.mode.toString(8)} is not a regular file or symlink`,
+      {
+        found: `0${meta.mode.toString(8)}`,
+      },
+    );
   }
 }
 
@@ -134,7 +138,15 @@ export function parseFilezHeader(buf: Uint8Array, id = 'content object'): FilezH
     }
     throw e;
   }
-  const [size, uid, gid, mode, rdev, symlinkTarget, xattrs] = v as [bigint, number, number, number, number, string, never];
+  const [size, uid, gid, mode, rdev, symlinkTarget, xattrs] = v as [
+    bigint,
+    number,
+    number,
+    number,
+    number,
+    string,
+    never,
+  ];
   const meta: FileMeta = {
     uid: bswap32(uid),
     gid: bswap32(gid),
@@ -147,6 +159,7 @@ export function parseFilezHeader(buf: Uint8Array, id = 'content object'): FilezH
   }
   checkMeta(meta);
   const s = bswap64(size);
-  if (s > BigInt(Number.MAX_SAFE_INTEGER)) throw new RegistryError('E_CORRUPT_OBJECT', `${id}: size out of range`);
+  if (s > BigInt(Number.MAX_SAFE_INTEGER))
+    throw new RegistryError('E_CORRUPT_OBJECT', `${id}: size out of range`);
   return { meta, size: Number(s), headerLength: 8 + len };
 }

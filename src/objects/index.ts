@@ -5,6 +5,6 @@ export * from './dirmeta.js';
 export * from './dirtree.js';
 export * from './file.js';
 export { sha256 } from './metadata-object.js';
+export * from './metadata-values.js';
 export * from './summary.js';
 export * from './xattrs.js';
-export * from './metadata-values.js';

@@ -14,9 +14,13 @@ export function decodeObject<T>(type: string, bytes: Uint8Array, id: string, bui
     v = decode(type, bytes);
   } catch (e) {
     if (e instanceof GVariantError) {
-      throw new RegistryError('E_NOT_NORMAL_FORM', `${id}: not a valid ${type} in GVariant normal form: ${e.message}`, {
-        object: id,
-      });
+      throw new RegistryError(
+        'E_NOT_NORMAL_FORM',
+        `${id}: not a valid ${type} in GVariant normal form: ${e.message}`,
+        {
+          object: id,
+        },
+      );
     }
     throw e;
   }

@@ -28,7 +28,12 @@ const INT_RANGES: Record<string, [bigint, bigint]> = {
 };
 
 function bad(arg: string, why: string): RegistryError {
-  return new RegistryError('E_USAGE', `--meta ${arg}: ${why}`, { found: arg }, 'use KEY=VALUE or KEY:TYPE=VALUE');
+  return new RegistryError(
+    'E_USAGE',
+    `--meta ${arg}: ${why}`,
+    { found: arg },
+    'use KEY=VALUE or KEY:TYPE=VALUE',
+  );
 }
 
 export function parseMetaArg(arg: string): [string, Variant] {
@@ -68,7 +73,8 @@ export function variantToJson(v: Variant): unknown {
   const conv = (type: string, value: GvValue): unknown => {
     if (value instanceof Variant) return conv(value.type, value.value);
     if (type === 'ay') return Buffer.from(value as Uint8Array).toString('hex');
-    if (typeof value === 'bigint') return value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value.toString();
+    if (typeof value === 'bigint')
+      return value <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(value) : value.toString();
     if (Array.isArray(value)) return value.map((x) => conv(type.startsWith('a') ? type.slice(1) : '', x));
     if (value instanceof Uint8Array) return Buffer.from(value).toString('hex');
     return value;

@@ -3,16 +3,17 @@
  * Used to index a new commit, to check that a commit is complete before a ref may point at it,
  * and by fsck.
  */
-import { missing } from '../store/object-store.js';
+
 import {
   type Checksum,
   decodeCommit,
   decodeDirTree,
-  objectId,
   type ObjectType,
+  objectId,
   parseFilezHeader,
 } from '../objects/index.js';
 import type { ObjectRef, ObjectStore } from '../store/object-store.js';
+import { missing } from '../store/object-store.js';
 
 export async function* commitClosure(objects: ObjectStore, commit: Checksum): AsyncGenerator<ObjectRef> {
   const c = decodeCommit(await objects.getMetadata(commit, 'commit'), objectId(commit, 'commit'));
@@ -47,15 +48,21 @@ export async function missingObjects(objects: ObjectStore, commit: Checksum): Pr
       if (o.type === 'file' && !(await objects.has(o.checksum, 'file'))) out.push(o);
     }
   } catch (e) {
-    const m = /^([0-9a-f]{64})\.(\w+)$/.exec(((e as { details?: { object?: string } }).details?.object ?? '') as string);
-    if (m && (e as { code?: string }).code === 'E_OBJECT_MISSING') out.push({ checksum: m[1]!, type: m[2] as ObjectType });
+    const m = /^([0-9a-f]{64})\.(\w+)$/.exec(
+      ((e as { details?: { object?: string } }).details?.object ?? '') as string,
+    );
+    if (m && (e as { code?: string }).code === 'E_OBJECT_MISSING')
+      out.push({ checksum: m[1]!, type: m[2] as ObjectType });
     else throw e;
   }
   return out;
 }
 
 /** Total regular-file bytes and file count of a commit, counting every path (as a checkout would). */
-export async function commitStats(objects: ObjectStore, commit: Checksum): Promise<{ totalSize: number; fileCount: number }> {
+export async function commitStats(
+  objects: ObjectStore,
+  commit: Checksum,
+): Promise<{ totalSize: number; fileCount: number }> {
   const c = decodeCommit(await objects.getMetadata(commit, 'commit'), objectId(commit, 'commit'));
   const fileSize = new Map<Checksum, number>();
   const treeStats = new Map<Checksum, { totalSize: number; fileCount: number }>();
@@ -63,10 +70,13 @@ export async function commitStats(objects: ObjectStore, commit: Checksum): Promi
     let s = fileSize.get(checksum);
     if (s !== undefined) return s;
     // The header is a few hundred bytes; 4 KiB almost always holds it, else read it all.
-    const stream = await objects.blobs.readStream(`objects/${checksum.slice(0, 2)}/${checksum.slice(2)}.filez`, {
-      start: 0,
-      end: 4096,
-    });
+    const stream = await objects.blobs.readStream(
+      `objects/${checksum.slice(0, 2)}/${checksum.slice(2)}.filez`,
+      {
+        start: 0,
+        end: 4096,
+      },
+    );
     if (!stream) throw missing(checksum, 'file');
     const chunks: Buffer[] = [];
     for await (const ch of stream) chunks.push(ch);

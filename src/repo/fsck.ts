@@ -103,11 +103,16 @@ export async function fsck(repo: Repository, onProgress?: (checked: number) => v
     }
     records += log.length;
     for (const message of checkChain(ref, log)) problems.push({ severity: 'error', ref, message });
-    for (const { record } of log) if (!needed.has(record.to)) needed.set(record.to, `ref log ${ref} #${record.seq}`);
+    for (const { record } of log)
+      if (!needed.has(record.to)) needed.set(record.to, `ref log ${ref} #${record.seq}`);
     const head = refs.find((r) => r.name === ref)?.head;
     const last = log[log.length - 1]?.record;
     if (log.length === 0) {
-      problems.push({ severity: 'warning', ref, message: `ref ${ref} has no ref log (written by another tool?)` });
+      problems.push({
+        severity: 'warning',
+        ref,
+        message: `ref ${ref} has no ref log (written by another tool?)`,
+      });
     } else if (head !== last?.to) {
       problems.push({
         severity: 'error',
@@ -153,7 +158,11 @@ export async function fsck(repo: Repository, onProgress?: (checked: number) => v
       }
       for (const name of inSummary.keys()) {
         if (!refs.some((r) => r.name === name)) {
-          problems.push({ severity: 'error', ref: name, message: `summary lists ${name}, which is not in refs/heads` });
+          problems.push({
+            severity: 'error',
+            ref: name,
+            message: `summary lists ${name}, which is not in refs/heads`,
+          });
         }
       }
     } catch (e) {

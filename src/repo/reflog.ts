@@ -69,9 +69,13 @@ export function decodeRecord(bytes: Buffer, key: string): RefLogRecord {
   }
   const r = RefLogRecordSchema.safeParse(parsed);
   if (!r.success) {
-    throw new RegistryError('E_CORRUPT_OBJECT', `ref log record ${key} is malformed: ${r.error.issues[0]?.message}`, {
-      path: key,
-    });
+    throw new RegistryError(
+      'E_CORRUPT_OBJECT',
+      `ref log record ${key} is malformed: ${r.error.issues[0]?.message}`,
+      {
+        path: key,
+      },
+    );
   }
   return r.data;
 }
@@ -108,7 +112,10 @@ export async function listLoggedRefs(blobs: BlobStore): Promise<string[]> {
  * Append the next record. Returns false (writing nothing) if record `seq` already exists: someone
  * else moved the ref first.
  */
-export async function appendRecord(blobs: BlobStore, r: RefLogRecord): Promise<{ created: boolean; hash: Checksum }> {
+export async function appendRecord(
+  blobs: BlobStore,
+  r: RefLogRecord,
+): Promise<{ created: boolean; hash: Checksum }> {
   const bytes = encodeRecord(r);
   const created = await blobs.createOnce(reflogKey(r.ref, r.seq), bytes);
   return { created, hash: sha256(bytes) };
@@ -124,10 +131,13 @@ export function checkChain(ref: string, records: StoredRecord[]): string[] {
     const before = records[i - 1];
     const expectedPrev = before ? before.hash : null;
     if (r.prev !== expectedPrev) {
-      problems.push(`${where}: prev is ${r.prev}, but the previous record hashes to ${expectedPrev} (edited?)`);
+      problems.push(
+        `${where}: prev is ${r.prev}, but the previous record hashes to ${expectedPrev} (edited?)`,
+      );
     }
     const expectedFrom = before ? before.record.to : null;
-    if (r.from !== expectedFrom) problems.push(`${where}: from ${r.from}, but the ref was at ${expectedFrom}`);
+    if (r.from !== expectedFrom)
+      problems.push(`${where}: from ${r.from}, but the ref was at ${expectedFrom}`);
   });
   return problems;
 }

@@ -30,7 +30,15 @@ import type { BlobStore } from '../store/blob-store.js';
 import { FsBlobStore } from '../store/fs-blob-store.js';
 import { type ObjectRef, ObjectStore } from '../store/object-store.js';
 import { commitClosure, commitStats, missingObjects } from './closure.js';
-import { ARCHIVE_CONFIG, CONFIG_KEY, INDEX_FILE, INIT_DIRS, REFS_PREFIX, refKey, SUMMARY_KEY } from './layout.js';
+import {
+  ARCHIVE_CONFIG,
+  CONFIG_KEY,
+  INDEX_FILE,
+  INIT_DIRS,
+  REFS_PREFIX,
+  refKey,
+  SUMMARY_KEY,
+} from './layout.js';
 import { appendRecord, listLoggedRefs, type RefLogRecord, readRefLog } from './reflog.js';
 import { assertRef, refsClash } from './refs.js';
 
@@ -115,7 +123,9 @@ export class Repository {
     if (!config || (mode !== 'archive-z2' && mode !== 'archive')) {
       throw new RegistryError(
         'E_NOT_A_REPO',
-        config ? `${path} is an OSTree repository in mode ${mode}, not archive-z2` : `${path} is not a repository`,
+        config
+          ? `${path} is an OSTree repository in mode ${mode}, not archive-z2`
+          : `${path} is not a repository`,
         { path },
         config ? undefined : `create one with: sysroot init --repo ${path}`,
       );
@@ -130,7 +140,8 @@ export class Repository {
       this.indexDb = db;
       const refs = await this.listRefs();
       const indexed = new Map(db.listRefs().map((r) => [r.name, r.head]));
-      if (refs.length !== indexed.size || refs.some((r) => indexed.get(r.name) !== r.head)) await this.reindex();
+      if (refs.length !== indexed.size || refs.some((r) => indexed.get(r.name) !== r.head))
+        await this.reindex();
     }
     return this.indexDb;
   }
@@ -145,7 +156,9 @@ export class Repository {
     if (!b) return undefined;
     const c = b.toString('utf8').trim();
     if (!isChecksum(c)) {
-      throw new RegistryError('E_CORRUPT_OBJECT', `ref ${ref} holds "${c.slice(0, 80)}", not a checksum`, { ref });
+      throw new RegistryError('E_CORRUPT_OBJECT', `ref ${ref} holds "${c.slice(0, 80)}", not a checksum`, {
+        ref,
+      });
     }
     return c;
   }
@@ -200,7 +213,8 @@ export class Repository {
   async commit(o: CommitOptions): Promise<Checksum> {
     assertRef(o.ref);
     const metadata: Metadata = [...(o.metadata ?? [])];
-    if (o.skippedSpecial?.length) metadata.push(['sysroot.skipped-special', new Variant('as', o.skippedSpecial)]);
+    if (o.skippedSpecial?.length)
+      metadata.push(['sysroot.skipped-special', new Variant('as', o.skippedSpecial)]);
     if (o.bindRef) metadata.push(['ostree.ref-binding', new Variant('as', [o.ref])]);
     for (const [k] of metadata) {
       if (metadata.filter(([x]) => x === k).length > 1) {
@@ -313,7 +327,9 @@ export class Repository {
       };
       const { created } = await appendRecord(this.blobs, rec);
       if (!created) {
-        throw new RegistryError('E_REF_CONFLICT', `ref ${o.ref} moved while we were moving it`, { ref: o.ref });
+        throw new RegistryError('E_REF_CONFLICT', `ref ${o.ref} moved while we were moving it`, {
+          ref: o.ref,
+        });
       }
       await this.blobs.replace(refKey(o.ref), Buffer.from(`${to}\n`));
       await this.writeSummaryLocked();
@@ -358,7 +374,10 @@ export class Repository {
         ...(version?.type === 's' ? { version: version.value as string } : {}),
       });
     }
-    await this.blobs.replace(SUMMARY_KEY, encodeSummary({ refs, lastModified: Math.floor(Date.now() / 1000) }));
+    await this.blobs.replace(
+      SUMMARY_KEY,
+      encodeSummary({ refs, lastModified: Math.floor(Date.now() / 1000) }),
+    );
   }
 
   private async indexCommit(
@@ -396,7 +415,8 @@ export class Repository {
     for (const ref of new Set([...refs.map((r) => r.name), ...(await listLoggedRefs(this.blobs))])) {
       for (const r of await readRefLog(this.blobs, ref)) records.push(r.record);
     }
-    const commits: Array<{ checksum: Checksum; c: Commit; stats: { totalSize: number; fileCount: number } }> = [];
+    const commits: Array<{ checksum: Checksum; c: Commit; stats: { totalSize: number; fileCount: number } }> =
+      [];
     for (const o of objects) {
       if (o.type !== 'commit') continue;
       const c = await this.readCommit(o.checksum);
@@ -432,5 +452,10 @@ export class Repository {
 }
 
 export function refNotFound(ref: string): RegistryError {
-  return new RegistryError('E_REF_NOT_FOUND', `ref ${ref} does not exist`, { ref }, 'list refs with: sysroot refs');
+  return new RegistryError(
+    'E_REF_NOT_FOUND',
+    `ref ${ref} does not exist`,
+    { ref },
+    'list refs with: sysroot refs',
+  );
 }

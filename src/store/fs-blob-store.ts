@@ -36,12 +36,16 @@ export class FsBlobStore implements BlobStore {
       return await readFile(this.path(key));
     } catch (e) {
       // A key that names a directory (refs/heads/a when a/b exists) is not a blob.
-      if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR' || errnoCode(e) === 'EISDIR') return undefined;
+      if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR' || errnoCode(e) === 'EISDIR')
+        return undefined;
       throw ioError(e, key);
     }
   }
 
-  async readStream(key: string, range?: { start: number; end: number }): Promise<AsyncIterable<Buffer> | undefined> {
+  async readStream(
+    key: string,
+    range?: { start: number; end: number },
+  ): Promise<AsyncIterable<Buffer> | undefined> {
     if (!(await this.stat(key))) return undefined;
     if (range && range.end <= range.start) return (async function* () {})();
     return createReadStream(this.path(key), range ? { start: range.start, end: range.end - 1 } : {});
@@ -138,7 +142,9 @@ export class FsBlobStore implements BlobStore {
         if (errnoCode(e) !== 'EEXIST') throw ioError(e, LOCK_KEY);
         if (await breakStaleLock(lockPath)) continue;
         if (Date.now() > deadline) {
-          throw new RegistryError('E_IO', `timed out waiting for the repository lock ${lockPath}`, { path: lockPath });
+          throw new RegistryError('E_IO', `timed out waiting for the repository lock ${lockPath}`, {
+            path: lockPath,
+          });
         }
         await sleep(delay);
       }
@@ -184,5 +190,11 @@ async function breakStaleLock(lockPath: string): Promise<boolean> {
 
 export function ioError(e: unknown, key: string): RegistryError {
   if (e instanceof RegistryError) return e;
-  return new RegistryError('E_IO', `${key}: ${(e as Error).message}`, { path: key, errno: errnoCode(e) }, undefined, e);
+  return new RegistryError(
+    'E_IO',
+    `${key}: ${(e as Error).message}`,
+    { path: key, errno: errnoCode(e) },
+    undefined,
+    e,
+  );
 }

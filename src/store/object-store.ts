@@ -13,9 +13,9 @@ import {
   contentHashPrefix,
   type FileMeta,
   isSymlink,
+  type ObjectType,
   objectId,
   objectPath,
-  type ObjectType,
   parseFilezHeader,
   typeFromExt,
 } from '../objects/index.js';
@@ -61,7 +61,8 @@ export function verifyFilez(checksum: Checksum, filez: Buffer): ContentObject {
   if (!h) throw corrupt(checksum, 'file', 'truncated header', 'truncated .filez header');
   let payload: Buffer;
   if (isSymlink(h.meta)) {
-    if (filez.length !== h.headerLength) throw corrupt(checksum, 'file', 'trailing bytes', 'symlink with a payload');
+    if (filez.length !== h.headerLength)
+      throw corrupt(checksum, 'file', 'trailing bytes', 'symlink with a payload');
     payload = Buffer.alloc(0);
   } else {
     try {
@@ -70,7 +71,12 @@ export function verifyFilez(checksum: Checksum, filez: Buffer): ContentObject {
       throw corrupt(checksum, 'file', 'invalid deflate stream', (e as Error).message);
     }
     if (payload.length !== h.size) {
-      throw corrupt(checksum, 'file', `${payload.length} bytes`, `payload is ${payload.length} bytes, header says ${h.size}`);
+      throw corrupt(
+        checksum,
+        'file',
+        `${payload.length} bytes`,
+        `payload is ${payload.length} bytes, header says ${h.size}`,
+      );
     }
   }
   const found = createHash('sha256').update(contentHashPrefix(h.meta)).update(payload).digest('hex');
@@ -107,7 +113,8 @@ export async function* inflateVerified(
   onHeader?.({ meta: header.meta, size: header.size });
   const rest = head.subarray(header.headerLength);
   if (isSymlink(header.meta)) {
-    if (rest.length > 0 || !(await it.next()).done) throw corrupt(checksum, 'file', 'payload', 'symlink with a payload');
+    if (rest.length > 0 || !(await it.next()).done)
+      throw corrupt(checksum, 'file', 'payload', 'symlink with a payload');
   } else {
     const out: Buffer[] = [];
     let failed: Error | undefined;
@@ -124,7 +131,8 @@ export async function* inflateVerified(
       while (out.length) {
         const c = out.shift()!;
         total += c.length;
-        if (total > header.size) throw corrupt(checksum, 'file', `> ${header.size} bytes`, 'payload longer than its header says');
+        if (total > header.size)
+          throw corrupt(checksum, 'file', `> ${header.size} bytes`, 'payload longer than its header says');
         hash.update(c);
         yield c;
       }
@@ -138,7 +146,12 @@ export async function* inflateVerified(
       yield c;
     }
     if (total !== header.size) {
-      throw corrupt(checksum, 'file', `${total} bytes`, `payload is ${total} bytes, header says ${header.size}`);
+      throw corrupt(
+        checksum,
+        'file',
+        `${total} bytes`,
+        `payload is ${total} bytes, header says ${header.size}`,
+      );
     }
   }
   const found = hash.digest('hex');
@@ -186,14 +199,20 @@ export class ObjectStore {
    * after its commit). If it exists, the existing bytes must be identical: a mismatch means the store
    * holds a corrupt copy, which we report rather than replace.
    */
-  async putMetadata(type: Exclude<ObjectType, 'file'>, bytes: Buffer, checksum?: Checksum): Promise<Checksum> {
+  async putMetadata(
+    type: Exclude<ObjectType, 'file'>,
+    bytes: Buffer,
+    checksum?: Checksum,
+  ): Promise<Checksum> {
     const name = type === 'commitmeta' ? checksum! : sha256(bytes);
-    if (checksum && name !== checksum) throw corrupt(checksum, type, name, 'uploaded bytes do not match their name');
+    if (checksum && name !== checksum)
+      throw corrupt(checksum, type, name, 'uploaded bytes do not match their name');
     const key = objectPath(name, type);
     if (await this.blobs.createOnce(key, bytes)) return name;
     if (type === 'commitmeta') return name;
     const existing = await this.blobs.read(key);
-    if (!existing?.equals(bytes)) throw corrupt(name, type, existing ? sha256(existing) : 'nothing', 'existing copy differs');
+    if (!existing?.equals(bytes))
+      throw corrupt(name, type, existing ? sha256(existing) : 'nothing', 'existing copy differs');
     return name;
   }
 

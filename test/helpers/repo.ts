@@ -22,12 +22,21 @@ export async function tempRepo(): Promise<Repository> {
 }
 
 /** Store a root directory holding one file with `content`; returns the root dirtree and dirmeta. */
-export async function storeTree(repo: Repository, content: string): Promise<{ rootTree: Checksum; rootMeta: Checksum }> {
+export async function storeTree(
+  repo: Repository,
+  content: string,
+): Promise<{ rootTree: Checksum; rootMeta: Checksum }> {
   const meta: FileMeta = { uid: 0, gid: 0, mode: 0o100644, symlinkTarget: '', xattrs: [] };
   const payload = Buffer.from(content);
   const checksum = contentChecksum(meta, payload);
-  await repo.objects.putFilez(checksum, Buffer.concat([filezHeader(meta, payload.length), deflateRawSync(payload)]));
-  const rootMeta = await repo.objects.putMetadata('dirmeta', encodeDirMeta({ uid: 0, gid: 0, mode: 0o40755, xattrs: [] }));
+  await repo.objects.putFilez(
+    checksum,
+    Buffer.concat([filezHeader(meta, payload.length), deflateRawSync(payload)]),
+  );
+  const rootMeta = await repo.objects.putMetadata(
+    'dirmeta',
+    encodeDirMeta({ uid: 0, gid: 0, mode: 0o40755, xattrs: [] }),
+  );
   const rootTree = await repo.objects.putMetadata(
     'dirtree',
     encodeDirTree({ files: [{ name: 'file.txt', checksum }], dirs: [] }),
@@ -35,7 +44,12 @@ export async function storeTree(repo: Repository, content: string): Promise<{ ro
   return { rootTree, rootMeta };
 }
 
-export async function commitContent(repo: Repository, ref: string, content: string, subject = content): Promise<Checksum> {
+export async function commitContent(
+  repo: Repository,
+  ref: string,
+  content: string,
+  subject = content,
+): Promise<Checksum> {
   const root = await storeTree(repo, content);
   return repo.commit({ ref, ...root, subject, timestamp: 1704067200, actor: 'test' });
 }

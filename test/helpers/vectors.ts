@@ -55,6 +55,15 @@ export const vectors: Vectors = JSON.parse(readFileSync(join(VECTORS_DIR, 'vecto
 /** Unpack a fixture tarball (tree.tar or repo.tar) into a fresh temp directory, with xattrs. */
 export function unpackFixture(name: 'tree.tar' | 'repo.tar'): string {
   const dir = mkdtempSync(join(tmpdir(), `sysroot-${name.replace('.tar', '')}-`));
-  execFileSync('tar', ['-x', '--xattrs', "--xattrs-include=*", '--numeric-owner', '-f', join(VECTORS_DIR, name), '-C', dir]);
+  execFileSync('tar', [
+    '-x',
+    '--xattrs',
+    '--xattrs-include=*',
+    '--numeric-owner',
+    '-f',
+    join(VECTORS_DIR, name),
+    '-C',
+    dir,
+  ]);
   return dir;
 }
