@@ -9,6 +9,7 @@
 #   zstd         reference compressor for tarball/bench comparisons
 #   attr         setfattr/getfattr, to create and check xattrs in fixtures
 #   xz-utils     xz, for .tar.xz inputs
+#   time         GNU time, for peak RSS in `npm run bench`
 #
 # Idempotent and silent when everything is present (no apt call at all), so CI and the
 # vitest global setup can run it every time. When something is missing it runs
@@ -25,8 +26,9 @@ declare -A PROVIDES=(
   [zstd]='zstd'
   [attr]='setfattr getfattr'
   [xz-utils]='xz'
+  [time]='/usr/bin/time'
 )
-ORDER=(ostree debootstrap nginx-light zstd attr xz-utils)
+ORDER=(ostree debootstrap nginx-light zstd attr xz-utils time)
 
 # Non-root shells often lack the sbin directories, where debootstrap and nginx live.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"
