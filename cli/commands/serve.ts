@@ -1,0 +1,67 @@
+import { createApp } from '../../server/app.js';
+import { type ConfigLayer, layerFromEnv, layerFromFile, resolveConfig } from '../../server/config.js';
+import { listen } from '../../server/listen.js';
+import { stderrLogger } from '../../server/logger.js';
+import { TokenStore } from '../../src/auth/tokens.js';
+import { note } from '../output.js';
+import { openRepo } from './_repo.js';
+
+interface ServeFlags {
+  repo?: string;
+  listen?: string;
+  config?: string;
+  anonymousPull?: boolean;
+}
+
+/** Commander's Command, as far as we need it: where did an option's value come from? */
+interface OptionSources {
+  getOptionValueSource(key: string): string | undefined;
+}
+
+/** Only what was typed on the command line; commander also fills in env values and defaults. */
+function flagLayer(opts: ServeFlags, cmd: OptionSources | undefined): ConfigLayer {
+  const fromCli = (key: string) => (cmd ? cmd.getOptionValueSource(key) === 'cli' : true);
+  const layer: ConfigLayer = {};
+  if (opts.repo && fromCli('repo')) layer.repo = opts.repo;
+  if (opts.listen) layer.listen = opts.listen;
+  if (opts.anonymousPull === false && fromCli('anonymousPull')) layer.anonymousPull = false;
+  return layer;
+}
+
+function waitForSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (sig: NodeJS.Signals) => {
+      process.off('SIGTERM', on);
+      process.off('SIGINT', on);
+      resolve(sig);
+    };
+    process.on('SIGTERM', on);
+    process.on('SIGINT', on);
+  });
+}
+
+export async function run(opts: ServeFlags, cmd?: OptionSources): Promise<number> {
+  const file = opts.config ? await layerFromFile(opts.config) : {};
+  const config = resolveConfig(file, layerFromEnv(process.env), flagLayer(opts, cmd));
+  const repo = await openRepo(config.repo);
+  const tokens = TokenStore.forRepo(repo);
+  try {
+    const app = createApp({
+      repo,
+      tokens,
+      anonymousPull: config.anonymousPull,
+      logger: stderrLogger(),
+      limits: { maxFileBytes: config.maxUploadBytes, maxMetadataBytes: config.maxMetadataBytes },
+    });
+    const server = await listen(app, config.listen.host, config.listen.port);
+    const signalled = waitForSignal();
+    note(`listening on ${server.url}`);
+    const sig = await signalled;
+    note(`${sig}: closing (requests in flight may finish)`);
+    await server.close();
+    return 0;
+  } finally {
+    tokens.close();
+    repo.close();
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * The registry's HTTP app: a value, callable in-process with `app.request(url)` (tests need no
+ * socket) or served by `sysroot serve` through @hono/node-server. Everything it uses arrives in
+ * `deps`; nothing is global.
+ *
+ *   /repo/…     the OSTree archive repository, read-only (ostree-routes.ts)
+ *   /api/v1/…   the JSON API (api-routes.ts, docs/http-api.md)
+ */
+import { Hono } from 'hono';
+import type { TokenStore } from '../src/auth/tokens.js';
+import type { Repository } from '../src/repo/repository.js';
+import { accessLog } from './access-log.js';
+import { type ApiLimits, apiRoutes } from './api-routes.js';
+import { type AppEnv, authenticate } from './auth.js';
+import { errorResponse, notFound } from './errors.js';
+import { type Logger, silentLogger } from './logger.js';
+import { ostreeRoutes } from './ostree-routes.js';
+import { DEFAULT_UPLOAD_LIMITS } from './upload.js';
+
+export interface AppDeps {
+  repo: Repository;
+  tokens: TokenStore;
+  /** Whether reads (GET /repo/…, GET /api/v1/…) need no token. */
+  anonymousPull: boolean;
+  logger?: Logger;
+  limits?: Partial<ApiLimits>;
+}
+
+export const DEFAULT_LIMITS: ApiLimits = {
+  ...DEFAULT_UPLOAD_LIMITS,
+  maxJsonBytes: 32 * 1024 ** 2,
+};
+
+export function createApp(deps: AppDeps): Hono<AppEnv> {
+  const logger = deps.logger ?? silentLogger;
+  const limits: ApiLimits = { ...DEFAULT_LIMITS, ...deps.limits };
+  const app = new Hono<AppEnv>();
+
+  app.onError((err, c) => errorResponse(err, logger, c));
+  app.notFound((c) => errorResponse(notFound(c.req.path), logger, c));
+  app.use('*', accessLog(logger));
+  app.use('*', authenticate(deps.tokens));
+
+  app.route('/repo', ostreeRoutes({ repo: deps.repo, anonymousPull: deps.anonymousPull, logger }));
+  app.route('/api/v1', apiRoutes({ repo: deps.repo, anonymousPull: deps.anonymousPull, limits }));
+  return app;
+}

@@ -1,0 +1,277 @@
+/**
+ * The OpenAPI 3.1 description of /api/v1, served at /api/v1/openapi.json. Written by hand from
+ * docs/http-api.md (the contract); test/server.test.ts checks that every route it lists exists.
+ */
+
+const hex64 = { type: 'string', pattern: '^[0-9a-f]{64}$', description: 'SHA-256, 64 lower-case hex' };
+const ref = {
+  type: 'string',
+  maxLength: 255,
+  pattern: '^[A-Za-z0-9_][-._A-Za-z0-9]*(/[A-Za-z0-9_][-._A-Za-z0-9]*)*$',
+  examples: ['stage3-sysroot/x86_64'],
+};
+const objectType = { type: 'string', enum: ['commit', 'commitmeta', 'dirtree', 'dirmeta', 'file'] };
+
+const refParam = {
+  name: 'ref',
+  in: 'path',
+  required: true,
+  description: 'the ref name, slashes written as they are (/api/v1/refs/stage3-sysroot/x86_64)',
+  schema: ref,
+};
+
+const json = (schema: unknown) => ({ 'application/json': { schema } });
+const answer = (description: string, schema: unknown) => ({ description, content: json(schema) });
+const err = (description: string) => ({ description, content: json({ $ref: '#/components/schemas/Error' }) });
+const moved = answer('the ref moved', { $ref: '#/components/schemas/RefMove' });
+
+export const OPENAPI = {
+  openapi: '3.1.0',
+  info: {
+    title: 'sysroot-registry',
+    version: '1',
+    description:
+      'JSON API of an immutable registry for build sysroots. The OSTree repository itself is served ' +
+      'read-only under /repo/ (config, summary, refs/heads/…, objects/XX/…) for stock `ostree pull`.',
+  },
+  servers: [{ url: '/api/v1' }],
+  security: [{}, { bearer: [] }],
+  components: {
+    securitySchemes: {
+      bearer: {
+        type: 'http',
+        scheme: 'bearer',
+        description: 'srt_<id>_<secret>, from `sysroot token create`; scopes pull, push:<ref glob>, admin',
+      },
+    },
+    schemas: {
+      Error: {
+        type: 'object',
+        required: ['error'],
+        properties: {
+          error: {
+            type: 'object',
+            required: ['code', 'message', 'details'],
+            properties: {
+              code: { type: 'string', examples: ['E_REF_CONFLICT'] },
+              message: { type: 'string' },
+              hint: { type: 'string' },
+              details: {
+                type: 'object',
+                description: 'evidence: expected, found, ref, object, …',
+                additionalProperties: true,
+              },
+            },
+          },
+        },
+      },
+      RefHead: {
+        type: 'object',
+        required: ['ref', 'commit'],
+        properties: { ref, commit: hex64 },
+      },
+      RefLogRecord: {
+        type: 'object',
+        required: ['version', 'ref', 'seq', 'from', 'to', 'time', 'actor', 'action', 'reason', 'prev', 'pin'],
+        properties: {
+          version: { const: 1 },
+          ref,
+          seq: { type: 'integer', minimum: 1 },
+          from: { oneOf: [hex64, { type: 'null' }] },
+          to: hex64,
+          time: { type: 'string', format: 'date-time' },
+          actor: { type: 'string', examples: ['token:release-ci'] },
+          action: { type: 'string', enum: ['commit', 'push', 'reset'] },
+          reason: { type: 'string' },
+          prev: { oneOf: [hex64, { type: 'null' }] },
+          pin: { type: 'string', description: 'REF@SHA256' },
+        },
+      },
+      ObjectRef: {
+        type: 'object',
+        required: ['checksum', 'type'],
+        properties: { checksum: hex64, type: objectType },
+      },
+      RefMove: {
+        type: 'object',
+        required: ['ref', 'commit', 'seq'],
+        properties: { ref, commit: hex64, seq: { type: 'integer', description: 'ref log sequence number' } },
+      },
+    },
+  },
+  paths: {
+    '/refs': {
+      get: {
+        summary: 'list refs and their heads',
+        responses: {
+          200: answer('the refs', {
+            type: 'object',
+            required: ['refs'],
+            properties: { refs: { type: 'array', items: { $ref: '#/components/schemas/RefHead' } } },
+          }),
+        },
+      },
+    },
+    '/refs/{ref}': {
+      parameters: [refParam],
+      get: {
+        summary: "a ref's head",
+        responses: {
+          200: answer('the head', { $ref: '#/components/schemas/RefHead' }),
+          404: err('E_REF_NOT_FOUND'),
+        },
+      },
+      put: {
+        summary: 'move a ref: compare-and-swap on `from`, fast-forward only (push:<glob> or admin)',
+        security: [{ bearer: [] }],
+        requestBody: {
+          required: true,
+          content: json({
+            type: 'object',
+            required: ['from', 'to'],
+            properties: {
+              from: { oneOf: [hex64, { type: 'null' }], description: 'the head the change is based on' },
+              to: hex64,
+              reason: { type: 'string', maxLength: 4096, description: "default: the commit's subject" },
+            },
+          }),
+        },
+        responses: {
+          200: moved,
+          400: err('E_USAGE, E_INVALID_REF, E_INVALID_CHECKSUM'),
+          401: err('E_UNAUTHORIZED'),
+          403: err('E_FORBIDDEN'),
+          409: err('E_REF_CONFLICT (head is not `from`), E_NOT_FAST_FORWARD'),
+          422: err("E_OBJECT_MISSING: the commit's closure is incomplete"),
+        },
+      },
+    },
+    '/log/{ref}': {
+      parameters: [refParam],
+      get: {
+        summary: "a ref's history, newest first",
+        responses: {
+          200: answer('the history', {
+            type: 'object',
+            required: ['ref', 'history'],
+            properties: {
+              ref,
+              history: { type: 'array', items: { $ref: '#/components/schemas/RefLogRecord' } },
+            },
+          }),
+          404: err('E_REF_NOT_FOUND'),
+        },
+      },
+    },
+    '/commits/{sha}': {
+      parameters: [{ name: 'sha', in: 'path', required: true, schema: hex64 }],
+      get: {
+        summary: 'a commit',
+        responses: {
+          200: answer('the commit', {
+            type: 'object',
+            required: [
+              'commit',
+              'parent',
+              'subject',
+              'body',
+              'timestamp',
+              'metadata',
+              'totalSize',
+              'fileCount',
+              'refs',
+            ],
+            properties: {
+              commit: hex64,
+              parent: { oneOf: [hex64, { type: 'null' }] },
+              subject: { type: 'string' },
+              body: { type: 'string' },
+              timestamp: { type: 'integer', description: 'seconds since 1970' },
+              metadata: { type: 'object', additionalProperties: true },
+              totalSize: {
+                type: ['integer', 'null'],
+                description: 'bytes of regular files; null if partial',
+              },
+              fileCount: { type: ['integer', 'null'] },
+              refs: { type: 'array', items: ref, description: 'refs whose history includes this commit' },
+            },
+          }),
+          404: err('E_NOT_FOUND'),
+        },
+      },
+    },
+    '/objects/missing': {
+      post: {
+        summary: 'which of these objects the server lacks',
+        requestBody: {
+          required: true,
+          content: json({
+            type: 'object',
+            required: ['objects'],
+            properties: {
+              objects: { type: 'array', maxItems: 100000, items: { $ref: '#/components/schemas/ObjectRef' } },
+            },
+          }),
+        },
+        responses: {
+          200: answer('the missing ones, in request order, each once', {
+            type: 'object',
+            required: ['missing'],
+            properties: { missing: { type: 'array', items: { $ref: '#/components/schemas/ObjectRef' } } },
+          }),
+          400: err('E_USAGE, E_INVALID_CHECKSUM'),
+          413: err('E_LIMIT'),
+        },
+      },
+    },
+    '/objects/{name}': {
+      parameters: [
+        {
+          name: 'name',
+          in: 'path',
+          required: true,
+          description: '<sha256>.<type>; type file takes the .filez bytes',
+          schema: { type: 'string', pattern: '^[0-9a-f]{64}\\.(commit|commitmeta|dirtree|dirmeta|file)$' },
+        },
+      ],
+      put: {
+        summary: 'upload one object, verified before it is stored write-once (any push scope or admin)',
+        security: [{ bearer: [] }],
+        requestBody: { required: true, content: { 'application/octet-stream': { schema: {} } } },
+        responses: {
+          200: answer('already there (nothing written)', { $ref: '#/components/schemas/ObjectRef' }),
+          201: answer('created', { $ref: '#/components/schemas/ObjectRef' }),
+          400: err('E_CORRUPT_OBJECT (details.expected / details.found), E_NOT_NORMAL_FORM'),
+          401: err('E_UNAUTHORIZED'),
+          403: err('E_FORBIDDEN'),
+          413: err('E_LIMIT: 2 GiB for file, 10 MiB for metadata (configurable)'),
+        },
+      },
+    },
+    '/reset/{ref}': {
+      parameters: [refParam],
+      post: {
+        summary: 'audited rollback to a commit already in the ref history (admin)',
+        security: [{ bearer: [] }],
+        requestBody: {
+          required: true,
+          content: json({
+            type: 'object',
+            required: ['to', 'reason'],
+            properties: { to: hex64, reason: { type: 'string', minLength: 1, maxLength: 4096 } },
+          }),
+        },
+        responses: {
+          200: moved,
+          401: err('E_UNAUTHORIZED'),
+          403: err('E_FORBIDDEN'),
+          404: err('E_REF_NOT_FOUND'),
+          409: err('E_NOT_IN_HISTORY'),
+        },
+      },
+    },
+    '/openapi.json': {
+      get: { summary: 'this document', security: [{}], responses: { 200: { description: 'OpenAPI 3.1' } } },
+    },
+  },
+} as const;

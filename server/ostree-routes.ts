@@ -1,0 +1,168 @@
+/**
+ * The OSTree archive repository, read-only, under /repo/ — what stock `ostree pull` fetches
+ * (docs/format.md and ../shared/ostree/FORMAT.md §4):
+ *
+ *   config, summary, summary.sig     mutable, small   Cache-Control: no-cache, ETag + Last-Modified
+ *   refs/heads/<ref>                 mutable, small   idem
+ *   objects/XX/<62 hex>.commitmeta   may gain signatures later, so no-cache too
+ *   objects/XX/<62 hex>.<ext>        content-addressed and write-once: cached for a year, immutable
+ *
+ * Anything else (delta-indexes/…, deltas/…, refs/remotes/…) is 404, which ostree treats as "none".
+ * Every path is matched against these shapes, never joined onto a directory, so no request can
+ * name a file outside them. GET and HEAD everywhere; HEAD never opens a stream.
+ */
+import { createHash } from 'node:crypto';
+import { type Context, Hono } from 'hono';
+import { RegistryError } from '../src/errors.js';
+import { CONFIG_KEY, refKey, SUMMARY_KEY, SUMMARY_SIG_KEY } from '../src/repo/layout.js';
+import { isValidRef } from '../src/repo/refs.js';
+import type { Repository } from '../src/repo/repository.js';
+import type { BlobStat } from '../src/store/blob-store.js';
+import { type AppEnv, requireRead } from './auth.js';
+import { toWebStream } from './body-stream.js';
+import { ConsistentSummary } from './consistent-summary.js';
+import { notFound } from './errors.js';
+import { chooseRange, notModified, stableLastModified, type Validators } from './http-cache.js';
+import type { Logger } from './logger.js';
+
+const IMMUTABLE = 'public, max-age=31536000, immutable';
+const REVALIDATE = 'no-cache';
+const OCTETS = 'application/octet-stream';
+const TEXT = 'text/plain; charset=utf-8';
+
+const OBJECT_PATH = /^objects\/([0-9a-f]{2})\/([0-9a-f]{62})\.(filez|dirtree|dirmeta|commit|commitmeta)$/;
+
+export interface OstreeRouteDeps {
+  repo: Repository;
+  anonymousPull: boolean;
+  logger: Logger;
+}
+
+/**
+ * Paths ostree sends are plain: hex, ref characters, `/`, `.`, `+`, `_`. Percent-escapes, empty or
+ * dot segments and backslashes only appear in attempts to reach something else, so they are refused
+ * outright (400) rather than decoded. The raw request target is checked when the Node adapter
+ * provides it (WHATWG URL parsing has already resolved `..` and `%2e%2e` in `c.req.url`).
+ */
+function assertPlainPath(c: Context<AppEnv>): string {
+  const raw = (c.env as { incoming?: { url?: string } } | undefined)?.incoming?.url;
+  const pathname = new URL(c.req.url).pathname;
+  const candidates = raw?.startsWith('/') ? [raw.split('?')[0]!, pathname] : [pathname];
+  for (const p of candidates) {
+    const segments = p.split('/').slice(1);
+    const last = segments.length - 1;
+    if (/[%\\]/.test(p) || segments.some((s, i) => s === '.' || s === '..' || (s === '' && i < last))) {
+      throw new RegistryError('E_USAGE', 'repository paths may not contain escapes, empty or dot segments', {
+        path: p.slice(0, 200),
+      });
+    }
+  }
+  return pathname.slice('/repo/'.length);
+}
+
+interface Served {
+  body: Buffer | { stat: BlobStat; key: string };
+  validators: Validators;
+  cacheControl: string;
+  contentType: string;
+}
+
+/** The answer to GET/HEAD for one representation: 304, 416, 206 or 200, body streamed if large. */
+async function respond(c: Context<AppEnv>, repo: Repository, s: Served): Promise<Response> {
+  const size = Buffer.isBuffer(s.body) ? s.body.length : s.body.stat.size;
+  const headers = new Headers({
+    'cache-control': s.cacheControl,
+    etag: s.validators.etag,
+    'accept-ranges': 'bytes',
+    'content-type': s.contentType,
+  });
+  if (s.validators.lastModified) headers.set('last-modified', s.validators.lastModified.toUTCString());
+  if (notModified(c.req.raw.headers, s.validators)) return new Response(null, { status: 304, headers });
+  const range = chooseRange(c.req.raw.headers, size, s.validators);
+  if (range.kind === 'unsatisfiable') {
+    headers.set('content-range', `bytes */${size}`);
+    headers.set('content-length', '0');
+    headers.delete('content-type');
+    return new Response(null, { status: 416, headers });
+  }
+  const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size];
+  headers.set('content-length', String(end - start));
+  if (range.kind === 'partial') headers.set('content-range', `bytes ${start}-${end - 1}/${size}`);
+  const status = range.kind === 'partial' ? 206 : 200;
+  if (c.req.method === 'HEAD') return new Response(null, { status, headers });
+  if (Buffer.isBuffer(s.body))
+    return new Response(new Uint8Array(s.body.subarray(start, end)), { status, headers });
+  const stream = await repo.blobs.readStream(
+    s.body.key,
+    range.kind === 'partial' ? { start, end } : undefined,
+  );
+  if (!stream) throw notFound(s.body.key);
+  return new Response(toWebStream(stream), { status, headers });
+}
+
+function contentEtag(bytes: Buffer): string {
+  // 128 bits of sha256 is plenty to tell versions of one small file apart.
+  return `"${createHash('sha256').update(bytes).digest('hex').slice(0, 32)}"`;
+}
+
+/** A small mutable blob, read whole: its ETag then always describes exactly the bytes sent. */
+async function small(repo: Repository, key: string, contentType: string): Promise<Served | undefined> {
+  // stat before read: if the blob is replaced in between, Last-Modified is older than the bytes and
+  // the client re-fetches next time, rather than being told "not modified" about newer bytes.
+  const stat = await repo.blobs.stat(key);
+  const bytes = stat && (await repo.blobs.read(key));
+  if (!stat || !bytes) return undefined;
+  return served(bytes, stat, contentType);
+}
+
+function served(bytes: Buffer, stat: BlobStat, contentType: string): Served {
+  return {
+    body: bytes,
+    validators: { etag: contentEtag(bytes), lastModified: stableLastModified(stat.mtimeMs, Date.now()) },
+    cacheControl: REVALIDATE,
+    contentType,
+  };
+}
+
+export function ostreeRoutes(deps: OstreeRouteDeps): Hono<AppEnv> {
+  const { repo } = deps;
+  const summary = new ConsistentSummary(repo, deps.logger);
+  const app = new Hono<AppEnv>();
+
+  app.get('/*', async (c) => {
+    requireRead(c, deps.anonymousPull);
+    const path = assertPlainPath(c);
+    let s: Served | undefined;
+    if (path === CONFIG_KEY) s = await small(repo, CONFIG_KEY, TEXT);
+    else if (path === SUMMARY_KEY) {
+      const snap = await summary.read();
+      s = snap && served(snap.bytes, snap.stat, OCTETS);
+    } else if (path === SUMMARY_SIG_KEY) s = await small(repo, SUMMARY_SIG_KEY, OCTETS);
+    else if (path.startsWith('refs/heads/')) {
+      const ref = path.slice('refs/heads/'.length);
+      if (isValidRef(ref)) s = await small(repo, refKey(ref), TEXT);
+    } else {
+      const m = OBJECT_PATH.exec(path);
+      if (m && m[3] === 'commitmeta') s = await small(repo, path, OCTETS);
+      else if (m) {
+        const stat = await repo.blobs.stat(path);
+        if (stat) {
+          s = {
+            body: { stat, key: path },
+            // The name is the content (write-once): a strong tag needs no hashing.
+            validators: {
+              etag: `"${m[1]}${m[2]}.${m[3]}"`,
+              lastModified: new Date(Math.floor(stat.mtimeMs / 1000) * 1000),
+            },
+            cacheControl: IMMUTABLE,
+            contentType: OCTETS,
+          };
+        }
+      }
+    }
+    if (!s) throw notFound(`/repo/${path}`);
+    return respond(c, repo, s);
+  });
+
+  return app;
+}
