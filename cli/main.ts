@@ -211,7 +211,9 @@ export function buildProgram(): Command {
   program
     .command('serve')
     .description('serve a repository over HTTP: OSTree routes under /repo/, JSON API under /api/v1/')
-    .addOption(repoOption())
+    .addOption(
+      new Option('--repo <dir>', 'repository directory (default: $SYSROOT_REPO, or "repo" in --config)'),
+    )
     .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8080)')
     .option('--config <file>', 'JSON configuration file (docs/configuration.md)')
     .option('--no-anonymous-pull', 'require a token with the pull scope for reads')

@@ -70,6 +70,8 @@ export interface MoveRefOptions {
   action: 'commit' | 'push' | 'reset';
   reason: string;
   actor?: string;
+  /** Size and file count when the caller knows them (an import); otherwise computed from the tree. */
+  stats?: { totalSize: number; fileCount: number };
 }
 
 export interface Resolved {
@@ -245,12 +247,12 @@ export class Repository {
           action: 'commit',
           reason: o.reason ?? commit.subject,
           actor: o.actor,
+          stats: o.stats,
         });
       } catch (e) {
         if (e instanceof RegistryError && e.code === 'E_REF_CONFLICT' && attempt < 5) continue;
         throw e;
       }
-      await this.indexCommit(checksum, commit, o.stats);
       return checksum;
     }
   }
@@ -335,7 +337,10 @@ export class Repository {
       await this.writeSummaryLocked();
       return rec;
     });
-    (await this.index()).recordRefMove(record);
+    const db = await this.index();
+    db.recordRefMove(record);
+    // A commit built elsewhere (a push) enters the index when a ref first points at it.
+    if (!db.getCommit(to)) await this.indexCommit(to, target, o.stats);
     return record;
   }
 

@@ -6,7 +6,7 @@
  * blob is created, and an object that already exists is never replaced.
  */
 import { createHash } from 'node:crypto';
-import { createInflateRaw, inflateRawSync } from 'node:zlib';
+import { createInflateRaw, type InflateRaw, inflateRawSync } from 'node:zlib';
 import { RegistryError } from '../errors.js';
 import {
   type Checksum,
@@ -66,8 +66,24 @@ export function verifyFilez(checksum: Checksum, filez: Buffer): ContentObject {
     payload = Buffer.alloc(0);
   } else {
     try {
-      payload = inflateRawSync(filez.subarray(h.headerLength), { maxOutputLength: Math.max(h.size, 1) });
+      const body = filez.subarray(h.headerLength);
+      const r = inflateRawSync(body, { maxOutputLength: Math.max(h.size, 1), info: true }) as unknown as {
+        buffer: Buffer;
+        engine: { bytesWritten: number };
+      };
+      payload = r.buffer;
+      // zlib stops at the end of the deflate stream and ignores what follows; bytes after it would be
+      // stored and served unverified, so they make the object corrupt.
+      if (r.engine.bytesWritten !== body.length) {
+        throw corrupt(
+          checksum,
+          'file',
+          `${body.length - r.engine.bytesWritten} trailing bytes`,
+          'bytes after the deflate stream',
+        );
+      }
     } catch (e) {
+      if (e instanceof RegistryError) throw e;
       throw corrupt(checksum, 'file', 'invalid deflate stream', (e as Error).message);
     }
     if (payload.length !== h.size) {
@@ -84,78 +100,115 @@ export function verifyFilez(checksum: Checksum, filez: Buffer): ContentObject {
   return { meta: h.meta, size: h.size, payload };
 }
 
+/** Inflated chunks handed out by inflateVerified: 128 KiB keeps syscalls per MiB low (8) and memory small. */
+const STREAM_CHUNK = 128 * 1024;
+
 /**
  * Verify a `.filez` as a stream (bounded memory for large files): returns an async iterable of the
  * inflated payload chunks that throws at the end if the checksum does not match. Consumers must
  * not trust (rename into place) what they wrote until iteration finished without error.
+ *
+ * Memory stays bounded whatever the compression ratio: the inflater is read one chunk at a time
+ * (its readable side holds at most ~STREAM_CHUNK), so it stops inflating until the consumer asks for
+ * more, and the source is only read while the inflater accepts input. An invalid deflate stream or a
+ * failing source ends the iteration with an error; it never leaves it waiting. Stopping early
+ * (break/throw in the consumer) closes the source.
  */
 export async function* inflateVerified(
   checksum: Checksum,
   source: AsyncIterable<Buffer>,
   onHeader?: (h: { meta: FileMeta; size: number }) => void,
 ): AsyncGenerator<Buffer> {
-  const id = objectId(checksum, 'file');
-  const hash = createHash('sha256');
-  let head = Buffer.alloc(0);
-  let header: ReturnType<typeof parseFilezHeader>;
-  const inflate = createInflateRaw();
-  let total = 0;
   const it = source[Symbol.asyncIterator]();
-  // Header first.
-  for (;;) {
-    header = parseFilezHeader(head, id);
-    if (header) break;
-    const n = await it.next();
-    if (n.done) throw corrupt(checksum, 'file', 'truncated header', 'truncated .filez header');
-    head = Buffer.concat([head, n.value]);
-  }
-  hash.update(contentHashPrefix(header.meta));
-  onHeader?.({ meta: header.meta, size: header.size });
-  const rest = head.subarray(header.headerLength);
-  if (isSymlink(header.meta)) {
-    if (rest.length > 0 || !(await it.next()).done)
-      throw corrupt(checksum, 'file', 'payload', 'symlink with a payload');
-  } else {
-    const out: Buffer[] = [];
-    let failed: Error | undefined;
-    inflate.on('data', (c: Buffer) => out.push(c));
-    inflate.on('error', (e) => {
-      failed = e;
-    });
-    const pump = async function* (first: Buffer): AsyncGenerator<Buffer> {
-      if (first.length) yield first;
-      for (let n = await it.next(); !n.done; n = await it.next()) yield n.value;
-    };
-    for await (const chunk of pump(rest)) {
-      if (!inflate.write(chunk)) await new Promise((r) => inflate.once('drain', r));
-      while (out.length) {
-        const c = out.shift()!;
-        total += c.length;
-        if (total > header.size)
-          throw corrupt(checksum, 'file', `> ${header.size} bytes`, 'payload longer than its header says');
-        hash.update(c);
-        yield c;
+  let inflate: InflateRaw | undefined;
+  try {
+    const id = objectId(checksum, 'file');
+    let head: Buffer = Buffer.alloc(0);
+    let header: ReturnType<typeof parseFilezHeader>;
+    for (;;) {
+      try {
+        header = parseFilezHeader(head, id);
+      } catch (e) {
+        // As corrupt as a checksum mismatch: the object is named by the hash of this header.
+        if (e instanceof RegistryError && e.code === 'E_NOT_NORMAL_FORM') {
+          throw corrupt(checksum, 'file', 'undecodable header', e.message);
+        }
+        throw e;
       }
-      if (failed) throw corrupt(checksum, 'file', 'invalid deflate stream', failed.message);
+      if (header) break;
+      const n = await it.next();
+      if (n.done) throw corrupt(checksum, 'file', 'truncated header', 'truncated .filez header');
+      head = head.length === 0 ? n.value : Buffer.concat([head, n.value]);
     }
-    await new Promise<void>((resolve) => inflate.end(resolve));
-    if (failed) throw corrupt(checksum, 'file', 'invalid deflate stream', (failed as Error).message);
-    for (const c of out) {
-      total += c.length;
-      hash.update(c);
-      yield c;
+    const hash = createHash('sha256').update(contentHashPrefix(header.meta));
+    onHeader?.({ meta: header.meta, size: header.size });
+    const rest = head.subarray(header.headerLength);
+    if (isSymlink(header.meta)) {
+      let extra = rest.length;
+      for (let n = await it.next(); !n.done && extra === 0; n = await it.next()) extra += n.value.length;
+      if (extra > 0) throw corrupt(checksum, 'file', 'payload', 'symlink with a payload');
+    } else {
+      const inf = createInflateRaw({ chunkSize: STREAM_CHUNK });
+      inflate = inf;
+      let sourceError: { error: unknown } | undefined;
+      // Feeds the inflater concurrently with the loop below, which drains it.
+      const feed = async (): Promise<void> => {
+        try {
+          if (rest.length > 0 && !inf.write(rest)) await drainedOrClosed(inf);
+          for (let n = await it.next(); !n.done; n = await it.next()) {
+            if (inf.destroyed) return;
+            if (!inf.write(n.value)) await drainedOrClosed(inf);
+          }
+          if (!inf.destroyed) inf.end();
+        } catch (e) {
+          sourceError = { error: e };
+          inf.destroy(e as Error);
+        }
+      };
+      void feed();
+      let total = 0;
+      try {
+        for await (const c of inf as AsyncIterable<Buffer>) {
+          total += c.length;
+          if (total > header.size) {
+            throw corrupt(checksum, 'file', `> ${header.size} bytes`, 'payload longer than its header says');
+          }
+          hash.update(c);
+          yield c;
+        }
+      } catch (e) {
+        if (sourceError) throw sourceError.error;
+        if (e instanceof RegistryError) throw e;
+        throw corrupt(checksum, 'file', 'invalid deflate stream', (e as Error).message);
+      }
+      if (total !== header.size) {
+        throw corrupt(
+          checksum,
+          'file',
+          `${total} bytes`,
+          `payload is ${total} bytes, header says ${header.size}`,
+        );
+      }
     }
-    if (total !== header.size) {
-      throw corrupt(
-        checksum,
-        'file',
-        `${total} bytes`,
-        `payload is ${total} bytes, header says ${header.size}`,
-      );
-    }
+    const found = hash.digest('hex');
+    if (found !== checksum) throw corrupt(checksum, 'file', found, 'content checksum mismatch');
+  } finally {
+    inflate?.destroy();
+    await it.return?.();
   }
-  const found = hash.digest('hex');
-  if (found !== checksum) throw corrupt(checksum, 'file', found, 'content checksum mismatch');
+}
+
+/** Resolves on 'drain', or on 'close' when the stream was destroyed meanwhile (else we would wait forever). */
+function drainedOrClosed(s: InflateRaw): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      s.off('drain', done);
+      s.off('close', done);
+      resolve();
+    };
+    s.on('drain', done);
+    s.on('close', done);
+  });
 }
 
 export class ObjectStore {
