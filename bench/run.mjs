@@ -111,19 +111,18 @@ function main() {
         const repo = join(dir, `${tool}-repo-${i}`);
         const dest = join(dir, `${tool}-checkout-${i}`);
         if (tool === 'ostree') {
-          execFileSync('ostree', ['--repo', repo, 'init', '--mode=archive']);
+          execFileSync('ostree', ['init', `--repo=${repo}`, '--mode=archive']);
           results.ostreeCommit.push(
             timed('ostree', [
-              '--repo',
-              repo,
               'commit',
+              `--repo=${repo}`,
               '--branch=b',
               `--skip-list=${skipList}`,
               '--subject=bench',
               tree,
             ]),
           );
-          results.ostreeCheckout.push(timed('ostree', ['--repo', repo, 'checkout', 'b', dest]));
+          results.ostreeCheckout.push(timed('ostree', ['checkout', `--repo=${repo}`, 'b', dest]));
         } else {
           execFileSync(process.execPath, [BIN, 'init', '--repo', repo]);
           results.sysrootCommit.push(

@@ -25,8 +25,8 @@ afterAll(() => rmSync(work, { recursive: true, force: true }));
 async function commitBoth(tree: string, name: string, ostreeFlags: string[], sysrootFlags: string[]) {
   const oRepo = join(work, `${name}-ostree`);
   const sRepo = join(work, `${name}-sysroot`);
-  await ostree(['--repo', oRepo, 'init', '--mode=archive']);
-  const oSum = (await ostree(['--repo', oRepo, 'commit', ...ostreeFlags, tree])).trim();
+  await ostree(['init', `--repo=${oRepo}`, '--mode=archive']);
+  const oSum = (await ostree(['commit', `--repo=${oRepo}`, ...ostreeFlags, tree])).trim();
   sysrootOk(['init', '--repo', sRepo]);
   const sSum = sysrootOk(['commit', '--repo', sRepo, ...sysrootFlags, tree]);
   return { oRepo, sRepo, oSum, sSum };
@@ -65,7 +65,9 @@ describe('interop with the real ostree CLI on the vectors tree', () => {
     expect(sSum).toBe(oSum);
     // Same bytes, and the root tree is the ground truth's C1 tree (the vectors come from this tree).
     const ours = readFileSync(join(sRepo, 'objects', sSum.slice(0, 2), `${sSum.slice(2)}.commit`));
-    expect(ours.equals(readFileSync(join(oRepo, 'objects', oSum.slice(0, 2), `${oSum.slice(2)}.commit`)))).toBe(true);
+    expect(
+      ours.equals(readFileSync(join(oRepo, 'objects', oSum.slice(0, 2), `${oSum.slice(2)}.commit`))),
+    ).toBe(true);
     expect(decodeCommit(ours).rootTree).toBe(vectors.commits.c1.root_dirtree);
   });
 
@@ -73,8 +75,18 @@ describe('interop with the real ostree CLI on the vectors tree', () => {
     const plain = await commitBoth(
       tree,
       'canon',
-      ['--orphan', '--canonical-permissions', '--timestamp=@1704067200', '--subject=stage3 sysroot v1 canonical'],
-      ['--ref=x', '--canonical-permissions', '--timestamp=@1704067200', '--subject=stage3 sysroot v1 canonical'],
+      [
+        '--orphan',
+        '--canonical-permissions',
+        '--timestamp=@1704067200',
+        '--subject=stage3 sysroot v1 canonical',
+      ],
+      [
+        '--ref=x',
+        '--canonical-permissions',
+        '--timestamp=@1704067200',
+        '--subject=stage3 sysroot v1 canonical',
+      ],
     );
     expect(plain.sSum).toBe(plain.oSum);
   });
@@ -84,34 +96,55 @@ describe('interop with the real ostree CLI on the vectors tree', () => {
   beforeAll(() => {
     ourRepo = join(work, 'ours');
     sysrootOk(['init', '--repo', ourRepo]);
-    ourCommit = sysrootOk(['commit', '--repo', ourRepo, '--ref', 'r', '--owner', '0:0', '--subject', 's', tree]);
+    ourCommit = sysrootOk([
+      'commit',
+      '--repo',
+      ourRepo,
+      '--ref',
+      'r',
+      '--owner',
+      '0:0',
+      '--subject',
+      's',
+      tree,
+    ]);
   });
 
   it('ostree fsck passes on a repository written by sysroot', async () => {
-    const out = await ostree(['--repo', ourRepo, 'fsck']);
+    const out = await ostree(['fsck', `--repo=${ourRepo}`]);
     expect(out).not.toMatch(/corrupt|error/i);
     expect(sysroot(['fsck', '--repo', ourRepo]).status).toBe(0);
   });
 
   it('ostree checkout of our commit reproduces the input tree: content, modes, symlinks, xattrs', async () => {
     const dest = join(work, 'ostree-checkout');
-    await ostree(['--repo', ourRepo, 'checkout', ourCommit, dest]);
+    await ostree(['checkout', `--repo=${ourRepo}`, ourCommit, dest]);
     const diffs = diffTrees(describeTree(tree, { owners: false }), describeTree(dest, { owners: false }));
     expect(diffs).toEqual([]);
   });
 
   it('sysroot reads, fscks and checks out a repository written by ostree commit', async () => {
     const oRepo = join(work, 'theirs');
-    await ostree(['--repo', oRepo, 'init', '--mode=archive']);
+    await ostree(['init', `--repo=${oRepo}`, '--mode=archive']);
     const sum = (
-      await ostree(['--repo', oRepo, 'commit', '--branch=t', '--owner-uid=0', '--owner-gid=0', '--subject=s', tree])
+      await ostree([
+        'commit',
+        `--repo=${oRepo}`,
+        '--branch=t',
+        '--owner-uid=0',
+        '--owner-gid=0',
+        '--subject=s',
+        tree,
+      ])
     ).trim();
     const fsck = sysroot(['fsck', '--repo', oRepo]);
     expect(fsck.status, fsck.stderr + fsck.stdout).toBe(0);
     expect(sysrootOk(['refs', '--repo', oRepo])).toBe(`t ${sum}`);
     const dest = join(work, 'sysroot-checkout-of-theirs');
     sysrootOk(['checkout', '--repo', oRepo, sum, dest]);
-    expect(diffTrees(describeTree(tree, { owners: false }), describeTree(dest, { owners: false }))).toEqual([]);
+    expect(diffTrees(describeTree(tree, { owners: false }), describeTree(dest, { owners: false }))).toEqual(
+      [],
+    );
   });
 });
 
@@ -129,7 +162,12 @@ describe('interop on a real Debian sysroot (debootstrap minbase, amd64)', () => 
     const { oRepo, sRepo, oSum, sSum } = await commitBoth(
       tree,
       'debian',
-      ['--branch=stage3-sysroot/x86_64', `--skip-list=${skipList}`, '--timestamp=@1704067200', '--subject=bookworm'],
+      [
+        '--branch=stage3-sysroot/x86_64',
+        `--skip-list=${skipList}`,
+        '--timestamp=@1704067200',
+        '--subject=bookworm',
+      ],
       ['--ref=stage3-sysroot/x86_64', '--skip-special', '--timestamp=@1704067200', '--subject=bookworm'],
     );
     // sysroot records the skipped device nodes in the commit metadata, so the commits differ by that
@@ -139,14 +177,14 @@ describe('interop on a real Debian sysroot (debootstrap minbase, amd64)', () => 
     expect([ours.rootTree, ours.rootMeta]).toEqual([theirs.rootTree, theirs.rootMeta]);
     expect(ours.metadata.map(([k]) => k)).toContain('sysroot.skipped-special');
 
-    expect(await ostree(['--repo', sRepo, 'fsck'])).not.toMatch(/corrupt/i);
+    expect(await ostree(['fsck', `--repo=${sRepo}`])).not.toMatch(/corrupt/i);
     expect(sysroot(['fsck', '--repo', sRepo]).status).toBe(0);
     expect(sysroot(['fsck', '--repo', oRepo]).status).toBe(0);
 
     const isDev = (p: string) => devices.includes(`/${p}`);
     const input = describeTree(tree, { skip: isDev });
     const viaOstree = join(work, 'debian-ostree-checkout');
-    await ostree(['--repo', sRepo, 'checkout', sSum, viaOstree]);
+    await ostree(['checkout', `--repo=${sRepo}`, sSum, viaOstree]);
     expect(diffTrees(input, describeTree(viaOstree))).toEqual([]);
     const viaSysroot = join(work, 'debian-sysroot-checkout');
     sysrootOk(['checkout', '--repo', oRepo, `stage3-sysroot/x86_64`, viaSysroot]);
