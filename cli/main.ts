@@ -250,8 +250,8 @@ export function buildProgram(): Command {
     program
       .command('push')
       .description('commit a directory or tarball on top of the server head and upload what the server lacks')
-      .argument('[remote]', 'a remote added with `sysroot remote add` (instead of --url)')
-      .argument('<source>', 'directory or tarball')
+      .argument('<remote-or-source>', 'REMOTE then SOURCE, or just SOURCE (directory or tarball) with --url')
+      .argument('[source]', 'directory or tarball, when a REMOTE name comes first')
       .option('--url <url>', 'registry URL')
       .addOption(new Option('--token <token>', 'push token (default: $SYSROOT_TOKEN)').env('SYSROOT_TOKEN'))
       .addOption(jsonOption()),
@@ -267,9 +267,9 @@ export function buildProgram(): Command {
   program
     .command('pull')
     .description('download a commit, verify every object, and check it out atomically')
-    .argument('[remote]', 'a remote added with `sysroot remote add` (instead of --url)')
-    .argument('<commit>', 'REF, REF@SHA256 (a pin) or SHA256')
-    .argument('<dest>', 'a directory that does not exist yet or is empty')
+    .argument('<remote-or-commit>', 'REMOTE then COMMIT, or COMMIT (REF, REF@SHA256 or SHA256) with --url')
+    .argument('<commit-or-dest>', 'COMMIT after a REMOTE, else DEST')
+    .argument('[dest]', 'a directory that does not exist yet or is empty, when a REMOTE name comes first')
     .option('--url <url>', 'registry URL')
     .addOption(
       new Option('--token <token>', 'pull token, if the server requires one (default: $SYSROOT_TOKEN)').env(

@@ -1,0 +1,59 @@
+import { RegistryError } from '../../src/errors.js';
+import { parseMetaArg } from '../../src/objects/index.js';
+import { createProgress } from '../../src/transfer/progress.js';
+import { push } from '../../src/transfer/push.js';
+import { commandArgs, resolveTarget } from '../../src/transfer/remotes.js';
+import { formatBytes, json, note, out } from '../output.js';
+import { type CommitFlags, parseOwner, parseTimestamp } from './commit.js';
+
+interface PushFlags extends CommitFlags {
+  url?: string;
+  token?: string;
+  json?: boolean;
+}
+
+const USAGE = 'sysroot push (--url URL | REMOTE) --ref REF [options] SOURCE';
+
+/** `sysroot push [REMOTE] SOURCE` (see main.ts); the arguments are sorted out by commandArgs. */
+export async function run(...args: unknown[]): Promise<number> {
+  const { positionals, flags } = commandArgs<PushFlags>(args);
+  const { url, args: rest } = await resolveTarget(positionals, flags.url, 1, USAGE);
+  const source = rest[0]!;
+  if (!flags.ref) throw new RegistryError('E_USAGE', 'push needs --ref REF', {}, `usage: ${USAGE}`);
+  const timestamp = parseTimestamp(flags.timestamp);
+  const owner = parseOwner(flags.owner);
+  const metadata = (flags.meta ?? []).map(parseMetaArg);
+  if (flags.actor) note('note: --actor is not used by push; the server records the pusher from the token');
+  const started = Date.now();
+  const r = await push(
+    url,
+    flags.token,
+    source,
+    {
+      ref: flags.ref,
+      subject: flags.subject,
+      body: flags.body,
+      timestamp,
+      metadata,
+      bindRef: flags.bindRef,
+      owner,
+      canonicalPermissions: flags.canonicalPermissions,
+      skipSpecial: flags.skipSpecial,
+    },
+    {
+      progress: createProgress(),
+      onNote: note,
+      onRetry: (what, attempt, why, delayMs) => note(`${what}: ${why}; retry ${attempt} in ${delayMs} ms`),
+    },
+  );
+  const secs = (Date.now() - started) / 1000;
+  note(
+    `${r.ref}: ${r.fileCount} files; uploaded ${r.uploaded.objects} object(s), ${formatBytes(r.uploaded.bytes)} ` +
+      `(${r.present} already on the server) in ${secs.toFixed(2)} s` +
+      (r.rebased ? `; rebased ${r.rebased} time(s) onto a concurrent push` : ''),
+  );
+  note(`pin: ${r.ref}@${r.commit}`);
+  if (flags.json) json(r);
+  else out(r.commit);
+  return 0;
+}

@@ -1,0 +1,505 @@
+/**
+ * HTTP client for a registry server (docs/http-api.md): the JSON API under `<base>/api/v1/` and the
+ * read-only OSTree repository under `<base>/repo/`.
+ *
+ * - The token travels only in the `Authorization: Bearer` header. It is never part of a URL, a
+ *   message or an error's details, because errors end up in CI logs.
+ * - Connection errors, timeouts and 5xx answers are retried with exponential backoff and jitter
+ *   (5 tries, 200 ms doubling to at most 3 s: ~3 s of waiting in all), which rides out a server
+ *   restart or a load balancer hiccup without hiding a server that is really down.
+ * - A JSON error body (`{"error": {code, message, details}}`) becomes the same RegistryError the
+ *   server raised, so `sysroot push` fails with the server's code, message and exit code.
+ */
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ERROR_CODES, type ErrorCode, type ErrorDetails, RegistryError } from '../errors.js';
+import { type Checksum, type ObjectType, objectId, objectPath } from '../objects/index.js';
+import { type RefLogRecord, RefLogRecordSchema } from '../repo/reflog.js';
+import { assertRef } from '../repo/refs.js';
+import type { ObjectRef } from '../store/object-store.js';
+
+export interface ClientOptions {
+  /** Bearer token; default $SYSROOT_TOKEN. An empty string means "no token". */
+  token?: string;
+  /** Attempts per request, including the first (default 5). */
+  tries?: number;
+  /** First backoff delay (default 200 ms); doubles per retry up to maxDelayMs (default 3 s). */
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+  /**
+   * Give up on an attempt when nothing happened for this long (default 60 s): no answer yet, or no
+   * body bytes for that long. An idle timer rather than a total one, so a 2 GiB object on a slow
+   * link is not cut off while it is still moving.
+   */
+  idleTimeoutMs?: number;
+  /** Called before each retry, e.g. to tell the user; never given the token. */
+  onRetry?: (what: string, attempt: number, why: string, delayMs: number) => void;
+}
+
+/** OSTree caps every metadata object at 10 MiB (OSTREE_MAX_METADATA_SIZE); so do we. */
+export const MAX_METADATA_SIZE = 10 * 1024 * 1024;
+
+const RETRY_STATUS_MIN = 500;
+
+const KNOWN_CODES = new Set<string>(ERROR_CODES);
+
+/** An attempt failed in a way that a second attempt may fix (connection, timeout, 5xx). */
+class TransientError extends Error {
+  constructor(
+    message: string,
+    readonly final: RegistryError,
+    readonly retryAfterMs?: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * Validate a registry URL (`http://host:port`, or with a path prefix: `https://host/sysroots`) and
+ * return it without a trailing slash; the API is then at `<base>/api/v1/`, OSTree at `<base>/repo/`.
+ */
+export function parseBaseUrl(url: string): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw new RegistryError(
+      'E_USAGE',
+      `"${url}" is not a URL`,
+      { found: url },
+      'e.g. --url https://sysroots.example.org',
+    );
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw new RegistryError('E_USAGE', `registry URL must be http or https, not ${u.protocol}`, {
+      found: u.protocol,
+    });
+  }
+  if (u.username || u.password) {
+    // Credentials in a URL end up in logs and shell history; the found value is left out on purpose.
+    throw new RegistryError(
+      'E_USAGE',
+      'registry URL must not contain credentials',
+      {},
+      'pass the token with --token or $SYSROOT_TOKEN',
+    );
+  }
+  if (u.search || u.hash) {
+    throw new RegistryError('E_USAGE', 'registry URL must not have a query or fragment', {
+      found: `${u.origin}${u.pathname}`,
+    });
+  }
+  return `${u.origin}${u.pathname.replace(/\/+$/, '')}`;
+}
+
+function registryErrorFromBody(
+  status: number,
+  statusText: string,
+  body: string,
+  what: string,
+): RegistryError {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    parsed = undefined;
+  }
+  const err =
+    typeof parsed === 'object' && parsed !== null && 'error' in parsed
+      ? (parsed as { error: unknown }).error
+      : undefined;
+  if (typeof err === 'object' && err !== null) {
+    const e = err as { code?: unknown; message?: unknown; details?: unknown; hint?: unknown };
+    const code =
+      typeof e.code === 'string' && KNOWN_CODES.has(e.code) ? (e.code as ErrorCode) : codeForStatus(status);
+    const details =
+      typeof e.details === 'object' && e.details !== null && !Array.isArray(e.details)
+        ? (e.details as ErrorDetails)
+        : {};
+    const message = typeof e.message === 'string' ? e.message : `${what}: HTTP ${status}`;
+    return new RegistryError(code, message, details, typeof e.hint === 'string' ? e.hint : undefined);
+  }
+  const text = body.trim().slice(0, 200);
+  return new RegistryError(
+    codeForStatus(status),
+    `${what}: HTTP ${status} ${statusText}${text ? `: ${text}` : ''}`,
+    { status },
+    status === 404 ? 'is the URL the registry server, not a plain web server?' : undefined,
+  );
+}
+
+function codeForStatus(status: number): ErrorCode {
+  if (status === 401) return 'E_UNAUTHORIZED';
+  if (status === 403) return 'E_FORBIDDEN';
+  if (status === 404 || status === 410) return 'E_NOT_FOUND';
+  if (status === 409) return 'E_REF_CONFLICT';
+  if (status === 413) return 'E_LIMIT';
+  if (status === 422) return 'E_OBJECT_MISSING';
+  if (status >= 400 && status < 500) return 'E_USAGE';
+  return 'E_IO';
+}
+
+/** "ECONNREFUSED" or the like, from undici's `TypeError('fetch failed', { cause })`. */
+function describeTransportError(e: unknown): string {
+  const parts: string[] = [];
+  let cur: unknown = e;
+  for (let i = 0; i < 4 && typeof cur === 'object' && cur !== null; i++) {
+    const c = cur as { code?: unknown; message?: unknown; cause?: unknown };
+    if (typeof c.code === 'string' && !parts.includes(c.code)) parts.push(c.code);
+    else if (typeof c.message === 'string' && c.message && !parts.includes(c.message)) parts.push(c.message);
+    cur = c.cause;
+  }
+  return parts.join(': ') || String(e);
+}
+
+/** A timer that aborts a request when it is not touched for `ms`. */
+class IdleTimer {
+  readonly controller = new AbortController();
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly ms: number) {
+    this.touch();
+  }
+
+  touch(): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.controller.abort(new Error(`no progress for ${this.ms / 1000} s`));
+    }, this.ms);
+    this.timer.unref();
+  }
+
+  stop(): void {
+    clearTimeout(this.timer);
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+}
+
+export type RequestBody = Buffer | (() => AsyncIterable<Uint8Array>);
+
+interface RequestSpec {
+  method: 'GET' | 'POST' | 'PUT';
+  url: string;
+  /** For messages: "GET /api/v1/refs/x" (never the token). */
+  what: string;
+  json?: unknown;
+  /** A buffer, or a factory so a streamed body can be sent again on a retry. */
+  body?: RequestBody;
+  contentLength?: number;
+}
+
+/** What one attempt does with a successful (2xx) answer; it runs inside the retry loop. */
+type Consume<T> = (res: Response, touch: () => void) => Promise<T>;
+
+export class RegistryClient {
+  readonly base: string;
+  /** An ECMAScript private field: not enumerable, so neither JSON.stringify nor util.inspect shows it. */
+  readonly #token: string | undefined;
+  private readonly tries: number;
+  private readonly baseDelayMs: number;
+  private readonly maxDelayMs: number;
+  private readonly idleTimeoutMs: number;
+  private readonly onRetry: ClientOptions['onRetry'];
+
+  constructor(url: string, opts: ClientOptions = {}) {
+    this.base = parseBaseUrl(url);
+    const token = opts.token ?? process.env.SYSROOT_TOKEN;
+    this.#token = token ? token : undefined;
+    this.tries = Math.max(1, opts.tries ?? 5);
+    this.baseDelayMs = opts.baseDelayMs ?? 200;
+    this.maxDelayMs = opts.maxDelayMs ?? 3000;
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
+    this.onRetry = opts.onRetry;
+  }
+
+  get hasToken(): boolean {
+    return this.#token !== undefined;
+  }
+
+  apiUrl(path: string): string {
+    return `${this.base}/api/v1/${path}`;
+  }
+
+  repoUrl(path: string): string {
+    return `${this.base}/repo/${path}`;
+  }
+
+  /** Exponential backoff with "equal jitter": half the delay fixed, half random, so clients spread out. */
+  private backoff(attempt: number): number {
+    const d = Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** attempt);
+    return Math.round(d / 2 + Math.random() * (d / 2));
+  }
+
+  /** Run one request with retries. `consume` reads the body; failures while reading are retried too. */
+  async request<T>(spec: RequestSpec, consume: Consume<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.attempt(spec, consume);
+      } catch (e) {
+        if (!(e instanceof TransientError)) throw e;
+        if (attempt + 1 >= this.tries) throw e.final;
+        // A server's Retry-After is honoured, but capped at 10x our own ceiling (30 s by default).
+        const delay = Math.min(e.retryAfterMs ?? this.backoff(attempt), this.maxDelayMs * 10);
+        this.onRetry?.(spec.what, attempt + 1, e.message, delay);
+        await sleep(delay);
+      }
+    }
+  }
+
+  private async attempt<T>(spec: RequestSpec, consume: Consume<T>): Promise<T> {
+    const idle = new IdleTimer(this.idleTimeoutMs);
+    const headers: Record<string, string> = { 'user-agent': 'sysroot-registry' };
+    if (this.#token) headers.authorization = `Bearer ${this.#token}`;
+    let body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | undefined;
+    let streamed = false;
+    if (spec.json !== undefined) {
+      headers['content-type'] = 'application/json';
+      body = bodyBytes(Buffer.from(JSON.stringify(spec.json)));
+    } else if (Buffer.isBuffer(spec.body)) {
+      headers['content-type'] = 'application/octet-stream';
+      body = bodyBytes(spec.body);
+    } else if (spec.body) {
+      streamed = true;
+      headers['content-type'] = 'application/octet-stream';
+      if (spec.contentLength !== undefined) headers['content-length'] = String(spec.contentLength);
+      const source = spec.body();
+      // Touch the idle timer on every chunk sent, so a long upload that is moving is not aborted.
+      // node:stream/web's ReadableStream and the global one are the same class with different typings.
+      body = Readable.toWeb(
+        Readable.from(
+          (async function* () {
+            for await (const c of source) {
+              idle.touch();
+              yield c;
+            }
+          })(),
+        ),
+      ) as ReadableStream<Uint8Array>;
+    }
+    let res: Response;
+    try {
+      res = await fetch(spec.url, {
+        method: spec.method,
+        headers,
+        body: body ?? null,
+        signal: idle.signal,
+        // Node's fetch requires duplex 'half' for a streamed request body.
+        ...(streamed ? { duplex: 'half' as const } : {}),
+      });
+    } catch (e) {
+      idle.stop();
+      const why = idle.signal.aborted
+        ? String((idle.signal.reason as Error).message)
+        : describeTransportError(e);
+      throw new TransientError(
+        why,
+        new RegistryError('E_IO', `${spec.what}: cannot reach ${this.base}: ${why}`, { url: this.base }),
+      );
+    }
+    try {
+      if (res.status >= 300) {
+        const text = await readText(res, idle, 64 * 1024).catch(() => '');
+        const err = registryErrorFromBody(res.status, res.statusText, text, spec.what);
+        if (res.status >= RETRY_STATUS_MIN && res.status !== 501) {
+          const ra = Number(res.headers.get('retry-after'));
+          throw new TransientError(
+            `HTTP ${res.status}`,
+            err,
+            Number.isFinite(ra) && ra > 0 ? ra * 1000 : undefined,
+          );
+        }
+        throw err;
+      }
+      return await consume(res, () => idle.touch());
+    } catch (e) {
+      if (e instanceof RegistryError || e instanceof TransientError) throw e;
+      // The body stopped halfway (connection reset, idle timeout): try the whole request again.
+      const why = idle.signal.aborted
+        ? String((idle.signal.reason as Error).message)
+        : describeTransportError(e);
+      throw new TransientError(
+        why,
+        new RegistryError('E_IO', `${spec.what}: connection to ${this.base} failed: ${why}`, {
+          url: this.base,
+        }),
+      );
+    } finally {
+      idle.stop();
+    }
+  }
+
+  private async api<T>(method: RequestSpec['method'], path: string, json?: unknown): Promise<T> {
+    return this.request(
+      { method, url: this.apiUrl(path), what: `${method} /api/v1/${path}`, json },
+      async (res, touch) => {
+        const text = await readText(res, { touch }, 256 * 1024 * 1024);
+        try {
+          return JSON.parse(text) as T;
+        } catch {
+          throw new RegistryError('E_IO', `${method} /api/v1/${path}: the answer is not JSON`, {
+            url: this.base,
+          });
+        }
+      },
+    );
+  }
+
+  /** The ref's head on the server, or null if the ref does not exist there. */
+  async getRef(ref: string): Promise<Checksum | null> {
+    assertRef(ref);
+    try {
+      const r = await this.api<{ commit?: unknown }>('GET', `refs/${ref}`);
+      return checksumField(r.commit, `GET /api/v1/refs/${ref}`);
+    } catch (e) {
+      if (e instanceof RegistryError && e.code === 'E_REF_NOT_FOUND') return null;
+      throw e;
+    }
+  }
+
+  /** The ref's history, newest first. */
+  async log(ref: string): Promise<RefLogRecord[]> {
+    assertRef(ref);
+    const r = await this.api<{ history?: unknown }>('GET', `log/${ref}`);
+    if (!Array.isArray(r.history)) {
+      throw new RegistryError('E_IO', `GET /api/v1/log/${ref}: the answer has no history list`, { ref });
+    }
+    return r.history.map((h: unknown, i) => {
+      const { pin: _pin, ...rest } = (typeof h === 'object' && h !== null ? h : {}) as Record<
+        string,
+        unknown
+      >;
+      const parsed = RefLogRecordSchema.safeParse(rest);
+      if (!parsed.success) {
+        throw new RegistryError('E_IO', `GET /api/v1/log/${ref}: record ${i} is malformed`, {
+          ref,
+          found: parsed.error.issues[0]?.message,
+        });
+      }
+      return parsed.data;
+    });
+  }
+
+  /** Which of `objects` the server lacks. One request; the caller batches (the server takes ≤ 100,000). */
+  async missing(objects: ObjectRef[]): Promise<ObjectRef[]> {
+    const r = await this.api<{ missing?: unknown }>('POST', 'objects/missing', {
+      objects: objects.map((o) => ({ checksum: o.checksum, type: o.type })),
+    });
+    if (!Array.isArray(r.missing)) {
+      throw new RegistryError('E_IO', 'POST /api/v1/objects/missing: the answer has no missing list');
+    }
+    return r.missing.map((m: unknown) => {
+      const o = m as { checksum?: unknown; type?: unknown };
+      return {
+        checksum: checksumField(o.checksum, 'POST /api/v1/objects/missing'),
+        type: o.type as ObjectType,
+      };
+    });
+  }
+
+  /** Upload one object. Returns true if the server created it, false if it had it already. */
+  async putObject(checksum: Checksum, type: ObjectType, body: RequestBody, size?: number): Promise<boolean> {
+    const path = `objects/${checksum}.${type}`;
+    return this.request(
+      {
+        method: 'PUT',
+        url: this.apiUrl(path),
+        what: `PUT /api/v1/${path}`,
+        body,
+        ...(size !== undefined && !Buffer.isBuffer(body) ? { contentLength: size } : {}),
+      },
+      async (res) => {
+        await res.arrayBuffer().catch(() => undefined);
+        return res.status === 201;
+      },
+    );
+  }
+
+  /** Compare-and-swap the ref from `from` to `to`. */
+  async moveRef(
+    ref: string,
+    from: Checksum | null,
+    to: Checksum,
+    reason?: string,
+  ): Promise<{ ref: string; commit: Checksum; seq: number }> {
+    assertRef(ref);
+    return this.api('PUT', `refs/${ref}`, { from, to, ...(reason ? { reason } : {}) });
+  }
+
+  /**
+   * GET an object from the OSTree repository and hand its body to `consume` (inside the retry loop:
+   * a body cut off halfway is fetched again). 404 becomes E_OBJECT_MISSING naming the object.
+   */
+  async fetchObject<T>(
+    checksum: Checksum,
+    type: ObjectType,
+    consume: (res: Response, touch: () => void) => Promise<T>,
+  ): Promise<T> {
+    const path = objectPath(checksum, type);
+    try {
+      return await this.request(
+        { method: 'GET', url: this.repoUrl(path), what: `GET /repo/${path}` },
+        consume,
+      );
+    } catch (e) {
+      if (e instanceof RegistryError && (e.code === 'E_NOT_FOUND' || e.code === 'E_OBJECT_MISSING')) {
+        const id = objectId(checksum, type);
+        throw new RegistryError('E_OBJECT_MISSING', `the server does not have object ${id}`, {
+          object: id,
+          url: this.base,
+        });
+      }
+      throw e;
+    }
+  }
+}
+
+/** A Buffer as fetch's body type (Node buffers are never backed by a SharedArrayBuffer here). */
+function bodyBytes(b: Buffer): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(b.buffer as ArrayBuffer, b.byteOffset, b.byteLength);
+}
+
+function checksumField(v: unknown, what: string): Checksum {
+  if (typeof v !== 'string' || !/^[0-9a-f]{64}$/.test(v)) {
+    throw new RegistryError('E_IO', `${what}: the answer holds no valid commit checksum`, {
+      found: String(v).slice(0, 80),
+    });
+  }
+  return v;
+}
+
+/** Read a whole body, at most `limit` bytes (a bigger body is an error, not a memory blow-up). */
+export async function readBody(
+  res: Response,
+  idle: { touch(): void },
+  limit: number,
+  what?: string,
+): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  if (!res.body) return Buffer.alloc(0);
+  for await (const c of res.body) {
+    idle.touch();
+    n += c.length;
+    if (n > limit) {
+      await res.body.cancel().catch(() => undefined);
+      throw new RegistryError('E_LIMIT', `${what ?? 'answer'} is larger than ${limit} bytes`, {
+        expected: `≤ ${limit} bytes`,
+        found: `> ${limit} bytes`,
+      });
+    }
+    chunks.push(Buffer.from(c));
+  }
+  return Buffer.concat(chunks);
+}
+
+async function readText(res: Response, idle: { touch(): void }, limit: number): Promise<string> {
+  return (await readBody(res, idle, limit)).toString('utf8');
+}
+
+/** `sysroot log --url`: a ref's history from the server, newest first. */
+export async function remoteLog(url: string, ref: string, opts: ClientOptions = {}): Promise<RefLogRecord[]> {
+  return new RegistryClient(url, opts).log(ref);
+}
