@@ -142,7 +142,10 @@ export async function fsck(repo: Repository, onProgress?: (checked: number) => v
 
   const summaryBytes = await repo.blobs.read(SUMMARY_KEY);
   if (!summaryBytes) {
-    if (refs.length) problems.push({ severity: 'error', message: 'summary is missing' });
+    // ostree pull falls back to refs/heads without a summary, and `ostree commit` writes none, so
+    // its absence is worth a note, not a failure; our next ref move writes one.
+    if (refs.length)
+      problems.push({ severity: 'warning', message: 'summary is missing (clients fall back to refs/heads)' });
   } else {
     try {
       const s = decodeSummary(summaryBytes);
