@@ -84,5 +84,7 @@ export function isRegistryError(e: unknown, code?: ErrorCode): e is RegistryErro
 
 /** Narrow an unknown thrown value to a Node system error code (ENOENT, EEXIST, ...). */
 export function errnoCode(e: unknown): string | undefined {
-  return typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string' ? e.code : undefined;
+  return typeof e === 'object' && e !== null && 'code' in e && typeof e.code === 'string'
+    ? e.code
+    : undefined;
 }

@@ -151,12 +151,21 @@ export async function* inflateVerified(
       const inf = createInflateRaw({ chunkSize: STREAM_CHUNK });
       inflate = inf;
       let sourceError: { error: unknown } | undefined;
-      // Feeds the inflater concurrently with the loop below, which drains it.
+      let fed = rest.length;
+      // Source bytes that arrived after the deflate stream had ended.
+      let trailing = 0;
+      // Feeds the inflater concurrently with the loop below, which drains it. Once the inflater is gone
+      // (stream end, error, or the consumer stopped) it only looks for bytes that should not be there.
       const feed = async (): Promise<void> => {
         try {
           if (rest.length > 0 && !inf.write(rest)) await drainedOrClosed(inf);
           for (let n = await it.next(); !n.done; n = await it.next()) {
-            if (inf.destroyed) return;
+            if (inf.destroyed) {
+              trailing += n.value.length;
+              if (trailing > 0) return;
+              continue;
+            }
+            fed += n.value.length;
             if (!inf.write(n.value)) await drainedOrClosed(inf);
           }
           if (!inf.destroyed) inf.end();
@@ -165,7 +174,7 @@ export async function* inflateVerified(
           inf.destroy(e as Error);
         }
       };
-      void feed();
+      const feeding = feed();
       let total = 0;
       try {
         for await (const c of inf as AsyncIterable<Buffer>) {
@@ -189,16 +198,24 @@ export async function* inflateVerified(
           `payload is ${total} bytes, header says ${header.size}`,
         );
       }
+      // As verifyFilez: zlib ignores what follows the end of the deflate stream, and bytes stored and
+      // served unverified make the object corrupt. Needs the rest of the source, so wait for the feeder.
+      await feeding;
+      if (sourceError) throw sourceError.error;
+      const extra = trailing + fed - inf.bytesWritten;
+      if (extra > 0)
+        throw corrupt(checksum, 'file', `${extra} trailing bytes`, 'bytes after the deflate stream');
     }
     const found = hash.digest('hex');
     if (found !== checksum) throw corrupt(checksum, 'file', found, 'content checksum mismatch');
   } finally {
     inflate?.destroy();
-    await it.return?.();
+    // Not awaited: a generator source that is inside next() (a stalled HTTP body) would hold us here.
+    it.return?.().catch(() => {});
   }
 }
 
-/** Resolves on 'drain', or on 'close' when the stream was destroyed meanwhile (else we would wait forever). */
+/** Resolves on 'drain', or on 'close' if the stream was destroyed meanwhile (else it would wait forever). */
 function drainedOrClosed(s: InflateRaw): Promise<void> {
   return new Promise((resolve) => {
     const done = (): void => {
