@@ -27,7 +27,7 @@ export function describeTree(
     for (const name of listAttributesSync(abs).sort()) {
       const v = getAttributeSync(abs, name);
       // ostree drops empty-valued xattrs; so does a faithful checkout.
-      if (v && v.length) xattrs[name] = v.toString('hex');
+      if (v?.length) xattrs[name] = v.toString('hex');
     }
     const base = {
       mode: (st.mode & 0o7777).toString(8),
@@ -41,7 +41,11 @@ export function describeTree(
     } else if (st.isSymbolicLink()) {
       out.set(rel, { type: 'symlink', ...base, mode: '777', target: readlinkSync(abs) });
     } else if (st.isFile()) {
-      out.set(rel, { type: 'file', ...base, sha256: createHash('sha256').update(readFileSync(abs)).digest('hex') });
+      out.set(rel, {
+        type: 'file',
+        ...base,
+        sha256: createHash('sha256').update(readFileSync(abs)).digest('hex'),
+      });
     } else out.set(rel, { type: 'special', ...base });
   };
   visit('');
@@ -54,7 +58,8 @@ export function diffTrees(a: Map<string, EntryInfo>, b: Map<string, EntryInfo>, 
   for (const [p, ea] of a) {
     const eb = b.get(p);
     if (!eb) diffs.push(`only in first: ${p}`);
-    else if (JSON.stringify(ea) !== JSON.stringify(eb)) diffs.push(`${p}: ${JSON.stringify(ea)} != ${JSON.stringify(eb)}`);
+    else if (JSON.stringify(ea) !== JSON.stringify(eb))
+      diffs.push(`${p}: ${JSON.stringify(ea)} != ${JSON.stringify(eb)}`);
     if (diffs.length >= limit) return diffs;
   }
   for (const p of b.keys()) {
