@@ -29,7 +29,7 @@ import {
 import type { BlobStore } from '../store/blob-store.js';
 import { FsBlobStore } from '../store/fs-blob-store.js';
 import { type ObjectRef, ObjectStore } from '../store/object-store.js';
-import { commitClosure, commitStats, missingObjects } from './closure.js';
+import { checkClosure, commitClosure, commitStats } from './closure.js';
 import {
   ARCHIVE_CONFIG,
   CONFIG_KEY,
@@ -266,8 +266,14 @@ export class Repository {
     assertRef(o.ref);
     const to = assertChecksum(o.to, 'target commit');
     const target = await this.readCommit(to);
+    // Open (and if needed rebuild) the index before the ref moves, so that it is built from the
+    // repository as it was and the move below is recorded on top of it.
+    const db = await this.index();
+    let closure: ObjectRef[] | undefined;
     if (o.action !== 'reset') {
-      const lacking = await missingObjects(this.objects, to);
+      const checked = await checkClosure(this.objects, to);
+      closure = checked.closure;
+      const lacking = checked.missing;
       if (lacking.length) {
         throw new RegistryError(
           'E_OBJECT_MISSING',
@@ -337,10 +343,9 @@ export class Repository {
       await this.writeSummaryLocked();
       return rec;
     });
-    const db = await this.index();
     db.recordRefMove(record);
     // A commit built elsewhere (a push) enters the index when a ref first points at it.
-    if (!db.getCommit(to)) await this.indexCommit(to, target, o.stats);
+    if (!db.getCommit(to)) await this.indexCommit(to, target, o.stats, closure);
     return record;
   }
 
@@ -389,11 +394,15 @@ export class Repository {
     checksum: Checksum,
     c: Commit,
     stats?: { totalSize: number; fileCount: number },
+    closure?: ObjectRef[],
   ): Promise<void> {
     const db = await this.index();
     const s = stats ?? (await commitStats(this.objects, checksum));
-    const objects: ObjectRef[] = [];
-    for await (const o of commitClosure(this.objects, checksum)) objects.push(o);
+    let objects = closure;
+    if (!objects) {
+      objects = [];
+      for await (const o of commitClosure(this.objects, checksum)) objects.push(o);
+    }
     db.putObjects(objects);
     db.putCommit({
       checksum,
