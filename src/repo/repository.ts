@@ -354,6 +354,14 @@ export class Repository {
     if (!reason.trim()) throw new RegistryError('E_USAGE', 'a reset needs a reason', { ref });
     const current = (await this.readRef(ref)) ?? null;
     if (current === null) throw refNotFound(ref);
+    // Checked here too (moveRef re-checks under the lock) so that a commit this repository has never
+    // seen is reported as "not in the history", not as a missing object.
+    if (!(await readRefLog(this.blobs, ref)).some((r) => r.record.to === commit)) {
+      throw new RegistryError('E_NOT_IN_HISTORY', `commit ${commit} was never a head of ${ref}`, {
+        ref,
+        expected: commit,
+      });
+    }
     return this.moveRef({ ref, expected: current, to: commit, action: 'reset', reason, actor });
   }
 
