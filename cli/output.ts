@@ -2,6 +2,8 @@
 import { isRegistryError } from '../src/errors.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 
+export { formatBytes } from '../src/format.js';
+
 export function out(line = ''): void {
   process.stdout.write(`${line}\n`);
 }
@@ -36,17 +38,6 @@ export function reportError(e: unknown, asJson: boolean): number {
     note('This is a bug; please report it with the command you ran.');
   }
   return EXIT.INTERNAL;
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
 }
 
 export function formatTime(epochSeconds: number): string {

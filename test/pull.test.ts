@@ -1,9 +1,3 @@
-/**
- * `sysroot pull` against a real registry server (createApp on a listening 127.0.0.1 socket), with
- * commits made by `push`. Faults are injected in front of the app (5xx answers) or in the server's
- * repository directory (a flipped byte), never by faking the server.
- */
-import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   copyFileSync,
@@ -18,18 +12,18 @@ import {
 } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { type ServerType, serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../server/app.js';
 import { TokenStore } from '../src/auth/tokens.js';
-import { isRegistryError, type RegistryError } from '../src/errors.js';
 import { type Checksum, decodeDirTree, objectPath } from '../src/objects/index.js';
 import { Repository } from '../src/repo/repository.js';
 import { ObjectCache } from '../src/transfer/cache.js';
 import { remoteLog } from '../src/transfer/client.js';
 import { pull } from '../src/transfer/pull.js';
 import { push } from '../src/transfer/push.js';
+import { sysrootAsync } from './helpers/cli.js';
+import { rejects } from './helpers/expect-code.js';
 import { tempDir } from './helpers/repo.js';
 
 interface Registry {
@@ -68,16 +62,6 @@ async function startRegistry(): Promise<Registry> {
       repo.close();
     });
   return reg;
-}
-
-async function rejects(p: Promise<unknown>, code: string): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    if (isRegistryError(e) && e.code === code) return e;
-    throw e;
-  }
-  throw new Error(`expected ${code}`);
 }
 
 function makeTree(version: string): string {
@@ -128,29 +112,9 @@ async function fileObject(repo: Repository, commit: Checksum, path: string): Pro
   return t.files.find((f) => f.name === parts.at(-1))!.checksum;
 }
 
-const BIN = fileURLToPath(new URL('../bin/sysroot.js', import.meta.url));
-const DIST = fileURLToPath(new URL('../dist/cli/commands/pull.js', import.meta.url));
-
-/** The built CLI, run asynchronously (the server answering it lives in this process). */
-async function cli(
-  args: string[],
-  env: NodeJS.ProcessEnv = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  if (!existsSync(DIST)) throw new Error(`${DIST} is missing: run \`npx tsc -p tsconfig.build.json\` first`);
-  const child = spawn(process.execPath, [BIN, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (c: string) => {
-    stdout += c;
-  });
-  child.stderr.setEncoding('utf8').on('data', (c: string) => {
-    stderr += c;
-  });
-  const code = await new Promise<number>((r) => child.on('close', (c) => r(c ?? -1)));
-  return { code, stdout, stderr };
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const r = await sysrootAsync(args, env);
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 const REF = 'stage3-sysroot/x86_64';

@@ -1,17 +1,10 @@
-/**
- * `sysroot push` against a real registry server (createApp on a listening 127.0.0.1 socket). The
- * server's request log is the evidence for "only new objects are uploaded".
- */
-import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { type ServerType, serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../server/app.js';
 import { TokenStore } from '../src/auth/tokens.js';
-import { isRegistryError, type RegistryError } from '../src/errors.js';
 import { Variant } from '../src/gvariant/index.js';
 import { importSource } from '../src/import/index.js';
 import { fsck } from '../src/repo/fsck.js';
@@ -20,6 +13,8 @@ import { ObjectCache } from '../src/transfer/cache.js';
 import { RegistryClient } from '../src/transfer/client.js';
 import { push } from '../src/transfer/push.js';
 import { addRemote } from '../src/transfer/remotes.js';
+import { sysrootAsync } from './helpers/cli.js';
+import { rejects } from './helpers/expect-code.js';
 import { tempDir } from './helpers/repo.js';
 
 interface Registry {
@@ -69,16 +64,6 @@ async function commitOnServer(reg: Registry, subject: string): Promise<string> {
   return reg.repo.commit({ ref: REF, rootTree: c.rootTree, rootMeta: c.rootMeta, subject, actor: 'racer' });
 }
 
-async function rejects(p: Promise<unknown>, code: string): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    if (isRegistryError(e) && e.code === code) return e;
-    throw e;
-  }
-  throw new Error(`expected ${code}`);
-}
-
 /** A small tree: a few files, a subdirectory, a symlink, an executable. */
 function makeTree(version: string, extra: Record<string, string> = {}): string {
   const dir = join(tempDir('sysroot-push-src-'), 'tree');
@@ -96,32 +81,9 @@ function makeTree(version: string, extra: Record<string, string> = {}): string {
   return dir;
 }
 
-const BIN = fileURLToPath(new URL('../bin/sysroot.js', import.meta.url));
-const DIST = fileURLToPath(new URL('../dist/cli/commands/push.js', import.meta.url));
-
-/**
- * Run the built CLI (dist/, `npx tsc -p tsconfig.build.json`) as a user would. Asynchronously: the
- * server answering it runs in this process, so spawnSync would deadlock.
- */
-async function cli(
-  args: string[],
-  env: NodeJS.ProcessEnv = {},
-): Promise<{ code: number; stdout: string; stderr: string }> {
-  if (!existsSync(DIST)) throw new Error(`${DIST} is missing: run \`npx tsc -p tsconfig.build.json\` first`);
-  const child = spawn(process.execPath, [BIN, ...args], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdout = '';
-  let stderr = '';
-  child.stdout.setEncoding('utf8').on('data', (c: string) => {
-    stdout += c;
-  });
-  child.stderr.setEncoding('utf8').on('data', (c: string) => {
-    stderr += c;
-  });
-  const code = await new Promise<number>((r) => child.on('close', (c) => r(c ?? -1)));
-  return { code, stdout, stderr };
+async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
+  const r = await sysrootAsync(args, env);
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
 const REF = 'stage3-sysroot/x86_64';

@@ -1,23 +1,13 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { isRegistryError, type RegistryError } from '../src/errors.js';
 import { decodeSummary, encodeCommit } from '../src/objects/index.js';
 import { fsck } from '../src/repo/fsck.js';
 import { reflogKey } from '../src/repo/layout.js';
 import { isValidRef } from '../src/repo/refs.js';
 import { Repository } from '../src/repo/repository.js';
+import { rejects } from './helpers/expect-code.js';
 import { commitContent, storeTree, tempDir, tempRepo } from './helpers/repo.js';
-
-async function rejects(p: Promise<unknown>, code: string): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    if (isRegistryError(e) && e.code === code) return e;
-    throw e;
-  }
-  throw new Error(`expected ${code}`);
-}
 
 describe('repository', () => {
   it('initialises an archive-z2 repository that looks like ostree init made it', async () => {

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { inspect } from 'node:util';
 import { deflateRawSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isRegistryError, type RegistryError } from '../src/errors.js';
+import type { RegistryError } from '../src/errors.js';
 import {
   contentChecksum,
   encodeDirMeta,
@@ -33,17 +33,8 @@ import {
   resolveTarget,
 } from '../src/transfer/remotes.js';
 import { forEachLimit, TaskGroup } from '../src/transfer/tasks.js';
+import { rejects } from './helpers/expect-code.js';
 import { tempDir } from './helpers/repo.js';
-
-async function rejects(p: Promise<unknown>, code: string): Promise<RegistryError> {
-  try {
-    await p;
-  } catch (e) {
-    if (isRegistryError(e) && e.code === code) return e;
-    throw e;
-  }
-  throw new Error(`expected ${code}`);
-}
 
 const servers: Server[] = [];
 afterEach(async () => {

@@ -11,7 +11,7 @@ import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { RegistryError } from '../errors.js';
 import { Variant } from '../gvariant/index.js';
-import { IndexDb } from '../meta/index-db.js';
+import { type CommitRow, IndexDb } from '../meta/index-db.js';
 import {
   assertChecksum,
   type Checksum,
@@ -412,18 +412,7 @@ export class Repository {
       for await (const o of commitClosure(this.objects, checksum)) objects.push(o);
     }
     db.putObjects(objects);
-    db.putCommit({
-      checksum,
-      parent: c.parent,
-      subject: c.subject,
-      body: c.body,
-      timestamp: c.timestamp,
-      rootTree: c.rootTree,
-      rootMeta: c.rootMeta,
-      metadata: Object.fromEntries(c.metadata.map(([k, v]) => [k, variantToJson(v)])),
-      totalSize: s.totalSize,
-      fileCount: s.fileCount,
-    });
+    db.putCommit(commitRow(checksum, c, s));
   }
 
   /** Rebuild the SQLite index from the repository alone. */
@@ -453,17 +442,7 @@ export class Repository {
     db.rebuild(() => {
       db.putObjects(objects);
       for (const { checksum, c, stats } of commits) {
-        db.putCommit({
-          checksum,
-          parent: c.parent,
-          subject: c.subject,
-          body: c.body,
-          timestamp: c.timestamp,
-          rootTree: c.rootTree,
-          rootMeta: c.rootMeta,
-          metadata: Object.fromEntries(c.metadata.map(([k, v]) => [k, variantToJson(v)])),
-          ...stats,
-        });
+        db.putCommit(commitRow(checksum, c, stats));
       }
       for (const r of records) db.recordRefMove(r);
       // refs/heads is what clients see; a ref with no log (written by ostree itself) is indexed too.
@@ -471,6 +450,24 @@ export class Repository {
     });
     return { commits: commits.length, refs: refs.length, records: records.length, objects: objects.length };
   }
+}
+
+function commitRow(
+  checksum: Checksum,
+  c: Commit,
+  stats: { totalSize: number; fileCount: number },
+): CommitRow {
+  return {
+    checksum,
+    parent: c.parent,
+    subject: c.subject,
+    body: c.body,
+    timestamp: c.timestamp,
+    rootTree: c.rootTree,
+    rootMeta: c.rootMeta,
+    metadata: Object.fromEntries(c.metadata.map(([k, v]) => [k, variantToJson(v)])),
+    ...stats,
+  };
 }
 
 export function refNotFound(ref: string): RegistryError {

@@ -3,6 +3,7 @@
  * when stderr is a terminal; in CI logs and pipes it stays silent (a redrawn bar there is noise).
  */
 import cliProgress from 'cli-progress';
+import { formatBytes } from '../format.js';
 
 export interface Progress {
   /**
@@ -23,17 +24,6 @@ export const silentProgress: Progress = {
   advance() {},
   stop() {},
 };
-
-function human(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let i = 0;
-  while (v >= 1024 && i < units.length - 1) {
-    v /= 1024;
-    i++;
-  }
-  return `${i === 0 ? v : v.toFixed(1)} ${units[i]}`;
-}
 
 class BarProgress implements Progress {
   private bar: cliProgress.SingleBar | undefined;
@@ -63,7 +53,7 @@ class BarProgress implements Progress {
       },
       cliProgress.Presets.shades_classic,
     );
-    this.bar.start(this.total, 0, { moved: human(0), rate: '-' });
+    this.bar.start(this.total, 0, { moved: formatBytes(0), rate: '-' });
   }
 
   addTotal(n: number): void {
@@ -76,8 +66,8 @@ class BarProgress implements Progress {
     this.bytes += bytes;
     const secs = (Date.now() - this.started) / 1000;
     this.bar?.update(this.value, {
-      moved: human(this.bytes),
-      rate: secs > 0 ? `${human(this.bytes / secs)}/s` : '-',
+      moved: formatBytes(this.bytes),
+      rate: secs > 0 ? `${formatBytes(this.bytes / secs)}/s` : '-',
     });
   }
 

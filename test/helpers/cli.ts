@@ -1,5 +1,5 @@
 /** Runs the built `sysroot` CLI (dist/, built by `npm test` and `npm ci`) as a user would. */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -28,4 +28,26 @@ export function sysrootOk(args: string[], opts: { env?: NodeJS.ProcessEnv } = {}
   const r = sysroot(args, opts);
   if (r.status !== 0) throw new Error(`sysroot ${args.join(' ')} exited ${r.status}\n${r.stderr}`);
   return r.stdout.trimEnd().split('\n').pop() ?? '';
+}
+
+/**
+ * Run the built CLI asynchronously: for tests whose server runs in the same process, where
+ * spawnSync would block the event loop that has to answer it.
+ */
+export async function sysrootAsync(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliResult> {
+  if (!existsSync(DIST)) throw new Error(`${DIST} is missing: run \`npm run build\` first (npm test does)`);
+  const child = spawn(process.execPath, [BIN, ...args], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (c: string) => {
+    stdout += c;
+  });
+  child.stderr.setEncoding('utf8').on('data', (c: string) => {
+    stderr += c;
+  });
+  const status = await new Promise<number>((r) => child.on('close', (c) => r(c ?? -1)));
+  return { status, stdout, stderr };
 }
