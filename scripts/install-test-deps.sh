@@ -10,6 +10,7 @@
 #   attr         setfattr/getfattr, to create and check xattrs in fixtures
 #   xz-utils     xz, for .tar.xz inputs
 #   time         GNU time, for peak RSS in `npm run bench`
+#   radosgw ceph-mon ceph-osd   a real one-node S3 server for the S3 tests (scripts/s3-server.sh)
 #
 # Idempotent and silent when everything is present (no apt call at all), so CI and the
 # vitest global setup can run it every time. When something is missing it runs
@@ -27,8 +28,11 @@ declare -A PROVIDES=(
   [attr]='setfattr getfattr'
   [xz-utils]='xz'
   [time]='/usr/bin/time'
+  [radosgw]='radosgw radosgw-admin'
+  [ceph-mon]='ceph-mon monmaptool'
+  [ceph-osd]='ceph-osd'
 )
-ORDER=(ostree debootstrap nginx-light zstd attr xz-utils time)
+ORDER=(ostree debootstrap nginx-light zstd attr xz-utils time radosgw ceph-mon ceph-osd)
 
 # Non-root shells often lack the sbin directories, where debootstrap and nginx live.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"
