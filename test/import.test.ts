@@ -526,7 +526,7 @@ class MemoryBlobStore implements BlobStore {
   }
   async stat(key: string): Promise<BlobStat | undefined> {
     const b = this.blobs.get(key);
-    return b ? { size: b.length, mtimeMs: 0 } : undefined;
+    return b ? { size: b.length, mtimeMs: 0, etag: createHash('sha256').update(b).digest('hex') } : undefined;
   }
   async createOnce(key: string, data: Buffer | AsyncIterable<Buffer>) {
     this.creates++;
@@ -539,6 +539,7 @@ class MemoryBlobStore implements BlobStore {
   }
   async replace(key: string, data: Buffer) {
     this.blobs.set(key, data);
+    return true;
   }
   async *list(prefix: string) {
     for (const k of this.blobs.keys()) if (k.startsWith(prefix)) yield k;

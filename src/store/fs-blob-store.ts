@@ -7,24 +7,116 @@
  *
  * The write lock is `<root>/sysroot/lock`, created with O_EXCL and holding the owner's pid; a lock
  * whose process is gone (kill -9 during a push) is broken after checking the pid, so a crash never
- * wedges the repository.
+ * wedges the repository. Inside this process, waiters queue on an in-memory mutex instead of polling
+ * the file, and an AsyncLocalStorage context marks the code running under withLock, so the lock is
+ * re-entrant there: `withLock(() => replace(k, d, { ifMatch }))` does not wait for itself.
+ *
+ * Conditional replace (`ifMatch`) compares and renames while holding that lock (taken briefly unless
+ * the caller already holds it), plus a per-directory in-process mutex: atomic across processes.
+ * Unconditional replace only takes the mutex (last writer wins, as rename(2) always did).
+ *
+ * Etags are `<ino>.<size>.<mtime ns>` (base 36): a stat, never a read, because ObjectStore.has() and
+ * the HTTP routes stat every object (6,129 in a Debian sysroot) and hashing them would cost reads.
+ * Alone those three could repeat: ext4 stamps mtime from a coarse clock (one tick = 1-4 ms), refs are
+ * always 65 bytes, and rename(2) frees the old inode number for the next temp file. So every replace
+ * makes the new file's mtime later than the one it replaces (utimes +2 ms when the clock has not
+ * moved on); an etag then never comes back once replaced by this code. Files that another program
+ * (ostree) rewrites in place within one clock tick could repeat an etag: that does not happen to the
+ * keys we replace.
  */
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { link, mkdir, open, readdir, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { type BigIntStats, createReadStream } from 'node:fs';
+import {
+  link,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  stat,
+  unlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoCode, RegistryError } from '../errors.js';
-import type { BlobStat, BlobStore } from './blob-store.js';
+import type { BlobStat, BlobStore, ReplaceOptions } from './blob-store.js';
 
 const LOCK_KEY = 'sysroot/lock';
+/** Ref moves take milliseconds; 30 s of waiting for the lock means something is badly wrong. */
+const LOCK_WAIT_MS = 30_000;
+
+/** A FIFO mutex whose waiters give up at a deadline (a waiter that timed out leaves the queue). */
+class Mutex {
+  private locked = false;
+  private readonly waiters: Array<() => void> = [];
+
+  async acquire(deadline: number, what: string): Promise<() => void> {
+    if (this.locked) {
+      await new Promise<void>((resolveWait, reject) => {
+        const wake = (): void => {
+          clearTimeout(timer);
+          resolveWait();
+        };
+        const timer = setTimeout(
+          () => {
+            const i = this.waiters.indexOf(wake);
+            if (i >= 0) this.waiters.splice(i, 1);
+            reject(new RegistryError('E_IO', `timed out waiting for ${what}`, { path: what }));
+          },
+          Math.max(0, deadline - Date.now()),
+        );
+        this.waiters.push(wake);
+      });
+    }
+    this.locked = true;
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const next = this.waiters.shift();
+      // Hand the mutex straight to the next waiter: `locked` stays true, nobody can cut in.
+      if (next) next();
+      else this.locked = false;
+    };
+  }
+}
+
+/** In-process state shared by every FsBlobStore on one directory (a server may open several). */
+interface DirState {
+  /** Queue for the lock file: waiters in this process wait here instead of polling the file. */
+  lock: Mutex;
+  /** Serialises compare + rename of replace() in this process. */
+  swap: Mutex;
+}
+const dirStates = new Map<string, DirState>();
+function dirState(root: string): DirState {
+  let s = dirStates.get(root);
+  if (!s) {
+    s = { lock: new Mutex(), swap: new Mutex() };
+    dirStates.set(root, s);
+  }
+  return s;
+}
+
+/** The locks the current async context holds; `held` turns false on release (detached work loses it). */
+interface HeldLock {
+  root: string;
+  held: boolean;
+}
+const heldLocks = new AsyncLocalStorage<readonly HeldLock[]>();
 
 export class FsBlobStore implements BlobStore {
   readonly location: string;
   private readonly madeDirs = new Set<string>();
+  /** The absolute directory: the key of the in-process lock state. */
+  private readonly dirKey: string;
 
   constructor(readonly root: string) {
     this.location = root;
+    this.dirKey = resolve(root);
   }
 
   path(key: string): string {
@@ -52,9 +144,15 @@ export class FsBlobStore implements BlobStore {
   }
 
   async stat(key: string): Promise<BlobStat | undefined> {
+    const s = await this.statFile(key, this.path(key));
+    return s && { size: Number(s.size), mtimeMs: Number(s.mtimeNs) / 1e6, etag: etagOf(s) };
+  }
+
+  /** lstat-free stat of a regular file, undefined if absent or not a file. */
+  private async statFile(key: string, path: string): Promise<BigIntStats | undefined> {
     try {
-      const s = await stat(this.path(key));
-      return s.isFile() ? { size: s.size, mtimeMs: s.mtimeMs } : undefined;
+      const s = await stat(path, { bigint: true });
+      return s.isFile() ? s : undefined;
     } catch (e) {
       if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return undefined;
       throw ioError(e, key);
@@ -97,16 +195,36 @@ export class FsBlobStore implements BlobStore {
     }
   }
 
-  async replace(key: string, data: Buffer): Promise<void> {
+  async replace(key: string, data: Buffer, opts?: ReplaceOptions): Promise<boolean> {
     const tmp = await this.tempPath();
     const dest = this.path(key);
+    const ifMatch = opts?.ifMatch;
+    // Written before any lock is taken: the lock is held only for a stat, maybe a utimes, a rename.
+    const swap = async (): Promise<boolean> => {
+      const release = await dirState(this.dirKey).swap.acquire(
+        Date.now() + LOCK_WAIT_MS,
+        `${dest} (replace)`,
+      );
+      try {
+        const current = await this.statFile(key, dest);
+        if (ifMatch === null && current) return false;
+        if (typeof ifMatch === 'string' && (!current || etagOf(current) !== ifMatch)) return false;
+        if (current) await mtimeAfter(tmp, current);
+        await rename(tmp, dest);
+        return true;
+      } finally {
+        release();
+      }
+    };
     try {
       await writeFile(tmp, data);
       await this.ensureDir(dirname(dest));
-      await rename(tmp, dest);
+      return ifMatch === undefined ? await swap() : await this.withLock(swap);
     } catch (e) {
-      await unlink(tmp).catch(() => {});
       throw ioError(e, key);
+    } finally {
+      // After a rename there is nothing left to remove; after a failed condition the temp file is.
+      await unlink(tmp).catch(() => {});
     }
   }
 
@@ -128,16 +246,35 @@ export class FsBlobStore implements BlobStore {
   }
 
   async withLock<T>(fn: () => Promise<T>): Promise<T> {
+    const outer = heldLocks.getStore() ?? [];
+    // Re-entrant: this async context already holds the lock on this directory.
+    if (outer.some((h) => h.held && h.root === this.dirKey)) return fn();
     const lockPath = this.path(LOCK_KEY);
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    const release = await dirState(this.dirKey).lock.acquire(deadline, lockPath);
+    const held: HeldLock = { root: this.dirKey, held: true };
+    try {
+      await this.takeLockFile(lockPath, deadline);
+      try {
+        return await heldLocks.run([...outer, held], fn);
+      } finally {
+        held.held = false;
+        await unlink(lockPath).catch(() => {});
+      }
+    } finally {
+      release();
+    }
+  }
+
+  /** The cross-process half of withLock: O_EXCL on the lock file, polling while another process has it. */
+  private async takeLockFile(lockPath: string, deadline: number): Promise<void> {
     await this.ensureDir(dirname(lockPath));
-    // Ref moves take milliseconds; 30 s of waiting means something is badly wrong.
-    const deadline = Date.now() + 30_000;
     for (let delay = 2; ; delay = Math.min(delay * 2, 100)) {
       try {
         const fh = await open(lockPath, 'wx');
         await fh.writeFile(`${process.pid}\n`);
         await fh.close();
-        break;
+        return;
       } catch (e) {
         if (errnoCode(e) !== 'EEXIST') throw ioError(e, LOCK_KEY);
         if (await breakStaleLock(lockPath)) continue;
@@ -149,12 +286,24 @@ export class FsBlobStore implements BlobStore {
         await sleep(delay);
       }
     }
-    try {
-      return await fn();
-    } finally {
-      await unlink(lockPath).catch(() => {});
-    }
   }
+}
+
+function etagOf(s: BigIntStats): string {
+  return `${s.ino.toString(36)}.${s.size.toString(36)}.${s.mtimeNs.toString(36)}`;
+}
+
+/**
+ * Make `tmp`'s mtime later than `current`'s, so that the replacement's etag differs even when it
+ * reuses the inode number and size within one coarse clock tick (see the note at the top). +2 ms, not
+ * +1 ns: utimes takes seconds as a double, which at 1.7e9 s resolves ~0.24 µs, and a whole extra
+ * millisecond keeps the result above `current` whatever its sub-millisecond part.
+ */
+async function mtimeAfter(tmp: string, current: BigIntStats): Promise<void> {
+  const mine = await stat(tmp, { bigint: true });
+  if (mine.mtimeNs > current.mtimeNs) return;
+  const seconds = (Number(current.mtimeNs / 1_000_000n) + 2) / 1000;
+  await utimes(tmp, seconds, seconds);
 }
 
 /** Remove the lock if the process that holds it no longer exists. */
