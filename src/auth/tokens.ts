@@ -13,7 +13,6 @@
  * longest a token revoked on another node (or with the CLI) keeps working here.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { join } from 'node:path';
 import { z } from 'zod';
 import { RegistryError } from '../errors.js';
 import type { BlobStore } from '../store/blob-store.js';
@@ -22,7 +21,8 @@ import { formatScope, parseScope } from './scopes.js';
 import { formatToken, hashSecret, isTokenId, newSecret, newTokenId, parseToken } from './token-string.js';
 
 export const TOKENS_PREFIX = 'sysroot/tokens/';
-export const LAST_USED_FILE = 'sysroot/tokens.sqlite';
+/** Node-local (see Repository.nodeLocalPath): sysroot/tokens.sqlite in a directory repository. */
+export const LAST_USED_FILE = 'tokens.sqlite';
 
 const REVOCATION_TTL_MS = 5_000;
 /** A name is a label for people (`release-ci`); 100 characters is plenty and keeps listings tidy. */
@@ -99,9 +99,15 @@ export class TokenStore {
     this.lastUsed = opts.lastUsedFile ? new LastUsedDb(opts.lastUsedFile, this.now) : undefined;
   }
 
-  /** The token store of a repository on a local directory, last uses beside its index. */
-  static forRepo(repo: { blobs: BlobStore; location: string }, opts: TokenStoreOptions = {}): TokenStore {
-    return new TokenStore(repo.blobs, { lastUsedFile: join(repo.location, LAST_USED_FILE), ...opts });
+  /**
+   * The token store of a repository: tokens in the repository (shared by every node of a bucket),
+   * last uses in a node-local file beside the index.
+   */
+  static forRepo(
+    repo: { blobs: BlobStore; nodeLocalPath(name: string): string },
+    opts: TokenStoreOptions = {},
+  ): TokenStore {
+    return new TokenStore(repo.blobs, { lastUsedFile: repo.nodeLocalPath(LAST_USED_FILE), ...opts });
   }
 
   /** Make a token. The returned string is the only copy of the secret: show it once. */

@@ -7,8 +7,10 @@
  * log record first — the commit point — then replaces refs/heads/<ref> and rewrites the summary,
  * all under the store's write lock. Nothing here deletes or rewrites an object or a record.
  */
-import { hostname, userInfo } from 'node:os';
+import { createHash } from 'node:crypto';
+import { homedir, hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { RegistryError } from '../errors.js';
 import { Variant } from '../gvariant/index.js';
 import { type CommitRow, IndexDb } from '../meta/index-db.js';
@@ -27,8 +29,8 @@ import {
   variantToJson,
 } from '../objects/index.js';
 import type { BlobStore } from '../store/blob-store.js';
-import { FsBlobStore } from '../store/fs-blob-store.js';
 import { type ObjectRef, ObjectStore } from '../store/object-store.js';
+import { openBlobStore, parseRepoUrl } from '../store/open.js';
 import { checkClosure, commitClosure, commitStats } from './closure.js';
 import {
   ARCHIVE_CONFIG,
@@ -79,6 +81,25 @@ export interface Resolved {
   ref?: string;
 }
 
+/** A local commit rebuilt on the new head after a concurrent move, at most this often. */
+const COMMIT_ATTEMPTS = 10;
+
+/** Conditional writes that lose a race are retried this often; 100 racing pushes settle well within it. */
+const PUBLISH_ATTEMPTS = 200;
+
+/**
+ * The index is node-local derived data: beside a directory repository, or for a bucket in the
+ * user's cache directory (one file per location), since a bucket is shared by many nodes.
+ */
+export function indexPathFor(location: string): string {
+  const where = parseRepoUrl(location);
+  if (where.kind === 'fs') return join(where.path, INDEX_FILE);
+  const base =
+    process.env.SYSROOT_INDEX_DIR ??
+    join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'sysroot-registry', 'index');
+  return join(base, `${createHash('sha256').update(location).digest('hex').slice(0, 16)}.sqlite`);
+}
+
 export function defaultActor(): string {
   if (process.env.SYSROOT_ACTOR) return process.env.SYSROOT_ACTOR;
   let user = 'unknown';
@@ -105,34 +126,52 @@ export class Repository {
     return this.blobs.location;
   }
 
-  /** Create a repository in `path` (a directory). Idempotent on an existing archive repository. */
-  static async init(path: string): Promise<Repository> {
-    const blobs = new FsBlobStore(path);
-    const existing = await blobs.read(CONFIG_KEY);
-    if (existing) return Repository.open(path);
-    const { mkdir } = await import('node:fs/promises');
-    for (const d of INIT_DIRS) await mkdir(join(path, d), { recursive: true });
-    await blobs.replace(CONFIG_KEY, Buffer.from(ARCHIVE_CONFIG));
-    const repo = new Repository(blobs, join(path, INDEX_FILE));
+  /**
+   * A path for node-local derived data (`name` such as 'tokens.sqlite'): beside the index, which is
+   * inside a directory repository, or in the cache directory for a bucket.
+   */
+  nodeLocalPath(name: string): string {
+    return this.indexPath.endsWith(INDEX_FILE)
+      ? join(this.indexPath.slice(0, -INDEX_FILE.length), 'sysroot', name)
+      : this.indexPath.replace(/\.sqlite$/, `-${name}`);
+  }
+
+  /**
+   * Create a repository at `location` (a directory or s3://BUCKET/PREFIX). Idempotent on an existing
+   * archive repository.
+   */
+  static async init(location: string): Promise<Repository> {
+    const where = parseRepoUrl(location);
+    const blobs = openBlobStore(location);
+    if (await blobs.read(CONFIG_KEY)) return Repository.open(location);
+    if (where.kind === 'fs') {
+      // Empty directories only exist on a filesystem; a bucket has no directories to create.
+      const { mkdir } = await import('node:fs/promises');
+      for (const d of INIT_DIRS) await mkdir(join(where.path, d), { recursive: true });
+    }
+    // Create-if-absent: two nodes initialising one bucket at once both end up with the same config.
+    await blobs.replace(CONFIG_KEY, Buffer.from(ARCHIVE_CONFIG), { ifMatch: null });
+    const repo = new Repository(blobs, indexPathFor(location));
     await repo.writeSummary();
     return repo;
   }
 
-  static async open(path: string): Promise<Repository> {
-    const blobs = new FsBlobStore(path);
+  /** Open the repository at `location` (a directory or s3://BUCKET/PREFIX). */
+  static async open(location: string): Promise<Repository> {
+    const blobs = openBlobStore(location);
     const config = await blobs.read(CONFIG_KEY);
     const mode = config && /^mode\s*=\s*(\S+)/m.exec(config.toString('utf8'))?.[1];
     if (!config || (mode !== 'archive-z2' && mode !== 'archive')) {
       throw new RegistryError(
         'E_NOT_A_REPO',
         config
-          ? `${path} is an OSTree repository in mode ${mode}, not archive-z2`
-          : `${path} is not a repository`,
-        { path },
-        config ? undefined : `create one with: sysroot init --repo ${path}`,
+          ? `${location} is an OSTree repository in mode ${mode}, not archive-z2`
+          : `${location} is not a repository`,
+        { path: location },
+        config ? undefined : `create one with: sysroot init --repo ${location}`,
       );
     }
-    return new Repository(blobs, join(path, INDEX_FILE));
+    return new Repository(blobs, indexPathFor(location));
   }
 
   /** The SQLite index, opened on first use; filled from the repository if it is new or stale. */
@@ -250,7 +289,11 @@ export class Repository {
           stats: o.stats,
         });
       } catch (e) {
-        if (e instanceof RegistryError && e.code === 'E_REF_CONFLICT' && attempt < 5) continue;
+        if (e instanceof RegistryError && e.code === 'E_REF_CONFLICT' && attempt < COMMIT_ATTEMPTS) {
+          // Jittered backoff: writers that collided once would otherwise collide again in lockstep.
+          await sleep(Math.random() * Math.min(1000, 25 * 2 ** attempt));
+          continue;
+        }
         throw e;
       }
       return checksum;
@@ -333,13 +376,15 @@ export class Repository {
         reason: o.reason,
         prev: last ? last.hash : null,
       };
+      // The commit point: creating record N+1 is atomic (write-once), so of two writers racing for the
+      // same N+1 — two processes, or two registry nodes on one bucket — exactly one succeeds.
       const { created } = await appendRecord(this.blobs, rec);
       if (!created) {
         throw new RegistryError('E_REF_CONFLICT', `ref ${o.ref} moved while we were moving it`, {
           ref: o.ref,
         });
       }
-      await this.blobs.replace(refKey(o.ref), Buffer.from(`${to}\n`));
+      await this.publishRef(o.ref);
       await this.writeSummaryLocked();
       return rec;
     });
@@ -378,7 +423,40 @@ export class Repository {
     await this.blobs.withLock(() => this.writeSummaryLocked());
   }
 
+  /**
+   * Make refs/heads/<ref> name the newest commit in the ref's log. Several writers may publish at
+   * once (nodes on one bucket share no lock): each writes what the log says *now*, and only over the
+   * ref file it read (a conditional replace), so an older value never lands on top of a newer one;
+   * a writer that loses re-reads and tries again. The log only grows, so this converges.
+   */
+  private async publishRef(ref: string): Promise<void> {
+    for (let attempt = 0; attempt < PUBLISH_ATTEMPTS; attempt++) {
+      const st = await this.blobs.stat(refKey(ref));
+      const log = await readRefLog(this.blobs, ref);
+      const newest = log[log.length - 1]?.record.to;
+      if (!newest) return;
+      const current = st ? (await this.blobs.read(refKey(ref)))?.toString('utf8').trim() : undefined;
+      if (current === newest) return;
+      const data = Buffer.from(`${newest}\n`);
+      if (await this.blobs.replace(refKey(ref), data, { ifMatch: st ? st.etag : null })) return;
+    }
+    throw new RegistryError('E_REF_CONFLICT', `could not publish ref ${ref}: it keeps changing`, { ref });
+  }
+
+  /**
+   * Rewrite the summary from refs/heads, conditionally on the summary we started from: a summary
+   * computed from older refs can then never replace one computed from newer refs.
+   */
   private async writeSummaryLocked(): Promise<void> {
+    for (let attempt = 0; attempt < PUBLISH_ATTEMPTS; attempt++) {
+      const st = await this.blobs.stat(SUMMARY_KEY);
+      const bytes = await this.summaryBytes();
+      if (await this.blobs.replace(SUMMARY_KEY, bytes, { ifMatch: st ? st.etag : null })) return;
+    }
+    throw new RegistryError('E_REF_CONFLICT', 'could not rewrite the summary: the refs keep changing');
+  }
+
+  private async summaryBytes(): Promise<Buffer> {
     const refs: SummaryRef[] = [];
     for (const { name, head } of await this.listRefs()) {
       const bytes = await this.objects.getMetadata(head, 'commit');
@@ -392,10 +470,7 @@ export class Repository {
         ...(version?.type === 's' ? { version: version.value as string } : {}),
       });
     }
-    await this.blobs.replace(
-      SUMMARY_KEY,
-      encodeSummary({ refs, lastModified: Math.floor(Date.now() / 1000) }),
-    );
+    return encodeSummary({ refs, lastModified: Math.floor(Date.now() / 1000) });
   }
 
   private async indexCommit(
