@@ -80,15 +80,31 @@ export function decodeRecord(bytes: Buffer, key: string): RefLogRecord {
   return r.data;
 }
 
-/** All records of a ref, oldest first. */
-export async function readRefLog(blobs: BlobStore, ref: string): Promise<StoredRecord[]> {
+async function recordKeys(blobs: BlobStore, ref: string): Promise<string[]> {
   const keys: string[] = [];
   const prefix = reflogDir(ref);
   for await (const key of blobs.list(prefix)) {
     // Only this ref's own records: sub-directories would belong to other refs (impossible, see refsClash).
     if (/^\d{16}\.json$/.test(key.slice(prefix.length))) keys.push(key);
   }
-  keys.sort();
+  // Zero-padded sequence numbers: lexical order is numeric order.
+  return keys.sort();
+}
+
+/**
+ * The newest record of a ref, reading one record rather than the whole log: a ref move needs only
+ * this, and on S3 each read is a request (a ref with 200 moves would otherwise cost 200 GETs a push).
+ */
+export async function readLastRecord(blobs: BlobStore, ref: string): Promise<StoredRecord | undefined> {
+  const keys = await recordKeys(blobs, ref);
+  const key = keys[keys.length - 1];
+  const bytes = key === undefined ? undefined : await blobs.read(key);
+  return key && bytes ? { record: decodeRecord(bytes, key), hash: sha256(bytes) } : undefined;
+}
+
+/** All records of a ref, oldest first. */
+export async function readRefLog(blobs: BlobStore, ref: string): Promise<StoredRecord[]> {
+  const keys = await recordKeys(blobs, ref);
   const out: StoredRecord[] = [];
   for (const key of keys) {
     const bytes = await blobs.read(key);

@@ -41,7 +41,7 @@ import {
   refKey,
   SUMMARY_KEY,
 } from './layout.js';
-import { appendRecord, listLoggedRefs, type RefLogRecord, readRefLog } from './reflog.js';
+import { appendRecord, listLoggedRefs, type RefLogRecord, readLastRecord, readRefLog } from './reflog.js';
 import { assertRef, refsClash } from './refs.js';
 
 export interface CommitOptions {
@@ -326,8 +326,7 @@ export class Repository {
       }
     }
     const record = await this.blobs.withLock(async () => {
-      const log = await readRefLog(this.blobs, o.ref);
-      const last = log[log.length - 1];
+      const last = await readLastRecord(this.blobs, o.ref);
       const head = (await this.readRef(o.ref)) ?? null;
       // The log is the truth; a crash between appending a record and replacing refs/heads leaves the
       // ref file behind the log, and the next move repairs it.
@@ -350,7 +349,7 @@ export class Repository {
         }
       }
       if (o.action === 'reset') {
-        if (!log.some((r) => r.record.to === to)) {
+        if (!(await readRefLog(this.blobs, o.ref)).some((r) => r.record.to === to)) {
           throw new RegistryError('E_NOT_IN_HISTORY', `commit ${to} was never a head of ${o.ref}`, {
             ref: o.ref,
             expected: to,
@@ -367,7 +366,7 @@ export class Repository {
       const rec: RefLogRecord = {
         version: 1,
         ref: o.ref,
-        seq: log.length + 1,
+        seq: last ? last.record.seq + 1 : 1,
         from: current,
         to,
         time: new Date().toISOString(),
@@ -432,8 +431,7 @@ export class Repository {
   private async publishRef(ref: string): Promise<void> {
     for (let attempt = 0; attempt < PUBLISH_ATTEMPTS; attempt++) {
       const st = await this.blobs.stat(refKey(ref));
-      const log = await readRefLog(this.blobs, ref);
-      const newest = log[log.length - 1]?.record.to;
+      const newest = (await readLastRecord(this.blobs, ref))?.record.to;
       if (!newest) return;
       const current = st ? (await this.blobs.read(refKey(ref)))?.toString('utf8').trim() : undefined;
       if (current === newest) return;
