@@ -9,15 +9,32 @@
 // right after deleting one is 5-10x slower (ext4's inode allocator scans recently deleted inodes),
 // so nothing is deleted between timed runs and the filesystem starts empty.
 //
-// Usage: node bench/run.mjs [--runs N] [--tree amd64-v1] [--no-write]
-import { execFileSync, spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { cpus, tmpdir } from 'node:os';
+// Two halves, each with its own section of docs/performance.md:
+//   core      commit and checkout against ostree (this file)
+//   transfer  push and pull over loopback against ostree commit, ostree pull from nginx and
+//             zstd | tar (bench/transfer.mjs)
+//
+// Usage: node bench/run.mjs [--only core|transfer] [--runs N] [--tree amd64-v1] [--no-write]
+//          [--raw FILE]   (transfer: every run's figures as JSON)
+import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
+import { cpus } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import {
+  BIN,
+  copyWithoutSpecials,
+  freshWorkdir,
+  isRoot,
+  liveChildren,
+  log,
+  median,
+  ostreeVersion,
+  sysrootTrees,
+  timed,
+  writeDocSection,
+} from './common.mjs';
+import { runTransfer } from './transfer.mjs';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const BIN = join(ROOT, 'bin/sysroot.js');
 const args = process.argv.slice(2);
 const opt = (name, dflt) => {
   const i = args.indexOf(name);
@@ -25,95 +42,57 @@ const opt = (name, dflt) => {
 };
 const RUNS = Number(opt('--runs', '3'));
 const TREE_NAME = opt('--tree', 'amd64-v1');
+const ONLY = opt('--only', 'all');
 const WRITE_DOCS = !args.includes('--no-write');
 
-const log = (m) => process.stderr.write(`[bench] ${m}\n`);
+if (!['all', 'core', 'transfer'].includes(ONLY) || !(RUNS >= 1)) {
+  process.stderr.write(
+    'usage: node bench/run.mjs [--only core|transfer] [--runs N] [--tree NAME] [--no-write] [--raw FILE]\n',
+  );
+  process.exit(2);
+}
 
-/** Run a command under GNU time; returns wall seconds and peak RSS in MB. */
-function timed(cmd, cmdArgs) {
-  const r = spawnSync('/usr/bin/time', ['-f', '%e %M', cmd, ...cmdArgs], {
-    encoding: 'utf8',
-    maxBuffer: 1 << 26,
+// Work directories to clean up if we are interrupted (the finally blocks do it otherwise).
+const live = new Set();
+for (const sig of ['SIGINT', 'SIGTERM']) {
+  process.on(sig, () => {
+    log(`${sig}: cleaning up`);
+    for (const child of liveChildren) child.kill('SIGKILL');
+    // Give them a moment to exit (and close their files), so the filesystem can be unmounted.
+    if (liveChildren.size) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 500);
+    for (const w of live) w.cleanup();
+    process.exit(130);
   });
-  if (r.status !== 0) throw new Error(`${cmd} ${cmdArgs.join(' ')} failed (${r.status}):\n${r.stderr}`);
-  const last = r.stderr.trim().split('\n').pop() ?? '';
-  const [secs, kb] = last.split(' ').map(Number);
-  return { secs, rssMb: kb / 1024, stdout: r.stdout };
 }
 
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-};
-
-/** Paths (from the tree root, with a leading /) of device nodes, fifos and sockets: ostree refuses them. */
-function specialFiles(tree) {
-  const out = [];
-  const walk = (rel) => {
-    for (const name of readdirSync(join(tree, rel))) {
-      const p = rel ? `${rel}/${name}` : name;
-      const st = lstatSync(join(tree, p));
-      if (st.isDirectory()) walk(p);
-      else if (!st.isFile() && !st.isSymbolicLink()) out.push(`/${p}`);
-    }
+function withWorkdir(tag, fn) {
+  const w = freshWorkdir(tag);
+  live.add(w);
+  const end = () => {
+    live.delete(w);
+    w.cleanup();
   };
-  walk('');
-  return out;
-}
-
-function freshWorkdir() {
-  if (process.getuid?.() !== 0) {
-    log('not root: using a temp directory instead of a fresh ext4 filesystem (timings are less repeatable)');
-    return { dir: mkdtempSync(join(tmpdir(), 'sysroot-bench-')), cleanup: () => {} };
-  }
-  const img = join('/var/tmp', `sysroot-bench-${process.pid}.img`);
-  const mnt = join('/var/tmp', `sysroot-bench-${process.pid}`);
-  mkdirSync(mnt, { recursive: true });
-  execFileSync('truncate', ['-s', '16G', img]);
-  execFileSync('mkfs.ext4', ['-F', '-q', '-E', 'nodiscard,lazy_itable_init=1,lazy_journal_init=1', img]);
-  execFileSync('mount', ['-o', 'loop', img, mnt]);
-  return {
-    dir: mnt,
-    cleanup: () => {
-      spawnSync('umount', [mnt]);
-      rmSync(img, { force: true });
-      rmSync(mnt, { recursive: true, force: true });
-    },
-  };
-}
-
-function version(cmd, a, whole = false) {
   try {
-    const out = execFileSync(cmd, a, { encoding: 'utf8' });
-    return whole ? out : out.split('\n')[0].trim();
-  } catch {
-    return 'unknown';
+    const r = fn(w.dir);
+    if (r instanceof Promise) return r.finally(end);
+    end();
+    return r;
+  } catch (e) {
+    end();
+    throw e;
   }
 }
 
-function ostreeVersion() {
-  const m = /Version: '([^']+)'/.exec(version('ostree', ['--version'], true));
-  return m ? m[1] : 'unknown';
-}
-
-function main() {
+function core() {
   log(`building/reusing the ${TREE_NAME} sysroot fixture`);
-  const tree = execFileSync('bash', [join(ROOT, 'scripts/make-sysroot.sh'), TREE_NAME], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  })
-    .trim()
-    .split('\n')
-    .pop();
-  const specials = specialFiles(tree);
-  const { dir, cleanup } = freshWorkdir();
+  const [tree] = sysrootTrees([TREE_NAME]);
   const results = { ostreeCommit: [], sysrootCommit: [], ostreeCheckout: [], sysrootCheckout: [] };
-  try {
+  let specials = [];
+  withWorkdir('core', (dir) => {
     // ostree refuses device nodes (and 2022.7's --skip-list skips only the first one listed), so
     // both tools commit a copy of the tree without them.
     const input = join(dir, 'input');
-    execFileSync('cp', ['-a', tree, input]);
-    for (const p of specials) rmSync(join(input, p));
+    specials = copyWithoutSpecials(tree, input);
     for (let i = 0; i < RUNS; i++) {
       const order = i % 2 === 0 ? ['ostree', 'sysroot'] : ['sysroot', 'ostree'];
       for (const tool of order) {
@@ -135,9 +114,7 @@ function main() {
         log(`run ${i + 1}/${RUNS} ${tool}: done`);
       }
     }
-  } finally {
-    cleanup();
-  }
+  });
 
   const m = (k) => median(results[k].map((r) => r.secs));
   const rss = (k) => Math.max(...results[k].map((r) => r.rssMb));
@@ -165,29 +142,35 @@ function main() {
     ...rows.map(
       ([name, ours, r, peer, peerName, target]) =>
         `| ${name} | ${ours.toFixed(2)} | ${r.toFixed(0)} | ${peerName} | ${peer.toFixed(2)} | ` +
-        `${(ours / peer).toFixed(2)}× | ${target ? `≤ ${target}× ${ours / peer <= target ? 'met' : 'MISSED'}` : '—'} |`,
+        `${(ours / peer).toFixed(2)}× | ` +
+        `${target ? `≤ ${target}× ${ours / peer <= target ? 'met' : 'MISSED'}` : '—'} |`,
     ),
   ].join('\n');
   const env = [
     `- tree: ${TREE_NAME} (${tree}), ${specials.length} device nodes removed from the copy both tools commit`,
-    `- runs: ${RUNS}, alternating order, medians; writes on ${process.getuid?.() === 0 ? 'a fresh ext4 loop filesystem' : 'a temp directory'}`,
+    `- runs: ${RUNS}, alternating order, medians; writes on ` +
+      `${isRoot() ? 'a fresh ext4 loop filesystem' : 'a temp directory'}`,
     `- machine: ${cpus().length} cores, Node ${process.version}, ostree ${ostreeVersion()}`,
     `- date: ${new Date().toISOString()}; command: \`npm run bench\``,
   ].join('\n');
   process.stdout.write(`${table}\n\n${env}\n`);
-
-  if (WRITE_DOCS) {
-    const file = join(ROOT, 'docs/performance.md');
-    let doc = readFileSync(file, 'utf8');
-    const start = '<!-- bench:core:start -->';
-    const end = '<!-- bench:core:end -->';
-    const block = `${start}\n${table}\n\n${env}\n${end}`;
-    doc = doc.includes(start)
-      ? doc.replace(new RegExp(`${start}[\\s\\S]*?${end}`), block)
-      : `${doc}\n${block}\n`;
-    writeFileSync(file, doc);
-    log(`wrote ${file}`);
-  }
+  if (WRITE_DOCS) writeDocSection('core', `${table}\n\n${env}`);
 }
 
-main();
+async function transfer() {
+  const r = await withWorkdir('transfer', (dir) => runTransfer({ dir, runs: RUNS }));
+  process.stdout.write(`\n${r.table}\n\n${r.env}\n\n${r.notes}\n`);
+  if (WRITE_DOCS) {
+    writeDocSection(
+      'transfer',
+      `## Push and pull over loopback\n\n${r.table}\n\n${r.env}\n\n` +
+        `What dominates each figure (medians of each part, measured in the same runs):\n\n${r.notes}`,
+      '<!-- bench:core:end -->',
+    );
+  }
+  const raw = opt('--raw');
+  if (raw) writeFileSync(raw, `${JSON.stringify({ medians: r.m, runs: r.results }, null, 2)}\n`);
+}
+
+if (ONLY !== 'transfer') core();
+if (ONLY !== 'core') await transfer();

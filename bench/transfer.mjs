@@ -1,0 +1,542 @@
+// The transfer half of `npm run bench`: push and pull over loopback against their peers, in one run.
+//
+// Every run gets a fresh registry (`sysroot serve` on 127.0.0.1, port 0) and nginx serving the
+// same repository directory (the store is an OSTree archive repository), then:
+//
+//   push v1            sysroot push (fresh SYSROOT_CACHE_DIR)   vs  ostree commit (fresh archive repo)
+//   cold pull v1       sysroot pull (empty cache)               vs  ostree pull from nginx + checkout,
+//                                                                   and zstd -dc v1.tar.zst | tar -x
+//   push v2 on v1      sysroot push (the v1 push's cache)       vs  ostree commit of v2 on top of v1
+//   pull v2, v1 cached sysroot pull (the cold pull's cache)     vs  ostree pull (the v1 client repo)
+//   no-op pull         sysroot pull of the ref again, all cached vs ostree pull (nothing new) + checkout
+//   (and the floors of a no-op: sysroot pull of a pinned, cached commit (no server), `sysroot checkout`
+//   from the pull cache vs `ostree checkout`, and `sysroot --version`)
+//
+// Tools alternate which goes first from one run to the next; we report medians, the ratio to the
+// peer, and the targets of the fast-transfer issue. Requests and bytes come from the servers' access
+// logs (body bytes); server CPU from /proc/PID/stat around each operation.
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, mkdirSync, openSync, readFileSync, statSync, watch } from 'node:fs';
+import { cpus, loadavg } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  BIN,
+  copyWithoutSpecials,
+  isRoot,
+  log,
+  median,
+  ostreeVersion,
+  sysrootTrees,
+  timedAsync,
+  track,
+  version,
+} from './common.mjs';
+import { startNginx, stopChild } from './nginx.mjs';
+
+const REF = 'stage3-sysroot/x86_64';
+const NODE = process.execPath;
+const CLK_TCK = Number(version('getconf', ['CLK_TCK'])) || 100;
+const MB = 1e6;
+
+/** The fast-transfer issue's targets; `ratio` against the peer in the same row. */
+const TARGETS = {
+  pushV1: [{ label: '≤ 0.25×', test: (r) => r.ratio <= 0.25 }],
+  pushV2: [{ label: '≤ 0.15×', test: (r) => r.ratio <= 0.15 }],
+  coldOstree: [{ label: '≤ 0.35×', test: (r) => r.ratio <= 0.35 }],
+  coldZstd: [{ label: '≤ 2.5×', test: (r) => r.ratio <= 2.5 }],
+  pullV2: [
+    { label: '≤ 0.7×', test: (r) => r.ratio <= 0.7 },
+    { label: '≤ 10 req', test: (r) => r.requests <= 10 },
+    { label: '≤ 7 MB', test: (r) => r.bytes <= 7 * MB },
+  ],
+  noop: [{ label: '≤ 0.3 s', test: (r) => r.secs <= 0.3 }],
+};
+
+/** CPU seconds (user + system) a live process has used so far. */
+function procCpu(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+}
+
+/** Reads the lines a server appended to its access log since the last call. */
+class LogTail {
+  constructor(file, parse) {
+    this.file = file;
+    this.parse = parse;
+    this.offset = 0;
+  }
+
+  size() {
+    try {
+      return statSync(this.file).size;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Forget everything logged so far. */
+  skip() {
+    this.offset = this.size();
+  }
+
+  /** Requests logged since the last call, once the log has stopped growing for a moment. */
+  async next() {
+    let size = this.size();
+    for (let i = 0, still = 0; i < 40 && still < 2; i++) {
+      await sleep(50);
+      const now = this.size();
+      still = now === size ? still + 1 : 0;
+      size = now;
+    }
+    const buf = readFileSync(this.file);
+    const text = buf.subarray(this.offset, size).toString('utf8');
+    this.offset = size;
+    return text
+      .split('\n')
+      .map((l) => this.parse(l))
+      .filter(Boolean);
+  }
+}
+
+// `sysroot serve`: "2026-…Z info GET /repo/objects/… 200 1234 3ms"
+const SERVE_LINE = /^(\S+) info ([A-Z]+) (\S+) (\d{3}) (\d+) (\d+)ms/;
+function parseServeLine(line) {
+  const m = SERVE_LINE.exec(line);
+  if (!m) return null;
+  return {
+    t: Date.parse(m[1]),
+    method: m[2],
+    path: m[3],
+    status: Number(m[4]),
+    bytes: Number(m[5]),
+    ms: +m[6],
+  };
+}
+
+// nginx.mjs's log format: "MSEC METHOD URI STATUS BODY_BYTES REQUEST_TIME"
+function parseNginxLine(line) {
+  const m = /^(\d+\.\d+) (\S+) (\S+) (\d{3}) (\d+) (\S+)$/.exec(line);
+  if (!m) return null;
+  return { t: Number(m[1]) * 1000, method: m[2], path: m[3], status: Number(m[4]), bytes: Number(m[5]) };
+}
+
+/** Environment for sysroot commands: none of the caller's SYSROOT_* settings, plus `extra`. */
+function sysrootEnv(extra) {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SYSROOT_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+/** A fresh repository served by `sysroot serve` on a free port, with a push token. */
+async function startRegistry(dir) {
+  const repo = join(dir, 'repo');
+  const env = sysrootEnv({});
+  execFileSync(NODE, [BIN, 'init', '--repo', repo], { env, stdio: 'ignore' });
+  const token = execFileSync(
+    NODE,
+    [BIN, 'token', 'create', '--repo', repo, '--name', 'bench', '--scope', 'push:**'],
+    { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+  )
+    .trim()
+    .split('\n')
+    .pop();
+  const logFile = join(dir, 'serve.log');
+  const fd = openSync(logFile, 'a');
+  const child = track(
+    spawn(NODE, [BIN, 'serve', '--repo', repo, '--listen', '127.0.0.1:0'], {
+      env,
+      stdio: ['ignore', 'ignore', fd],
+    }),
+  );
+  closeSync(fd);
+  const stop = () => stopChild(child, 'SIGTERM');
+  for (let i = 0; i < 200 && child.exitCode === null; i++) {
+    const m = /listening on (http:\/\/\S+)/.exec(readFileSync(logFile, 'utf8'));
+    if (m) return { repo, token, url: m[1], pid: child.pid, log: new LogTail(logFile, parseServeLine), stop };
+    await sleep(50);
+  }
+  await stop();
+  throw new Error(`sysroot serve did not start:\n${readFileSync(logFile, 'utf8')}`);
+}
+
+/**
+ * Watch DEST's parent for the checkout's temp directory (`.NAME.sysroot-tmp-…`, see
+ * src/checkout/checkout.ts) and its rename to DEST: when the checkout started and ended (ms).
+ */
+function watchCheckout(dest) {
+  const name = basename(dest);
+  const marks = { start: Number.NaN, end: Number.NaN };
+  const w = watch(dirname(dest), (_event, file) => {
+    const t = Date.now();
+    if (file?.startsWith(`.${name}.sysroot-tmp-`) && Number.isNaN(marks.start)) marks.start = t;
+    else if (file === name && Number.isNaN(marks.end)) marks.end = t;
+  });
+  return () => {
+    w.close();
+    return marks;
+  };
+}
+
+/**
+ * Run a timed command; with a server, also its requests, body bytes and CPU during the command;
+ * with `checkoutDest`, when the checkout into it started and ended.
+ */
+async function measure(cmd, args, { env, server, checkoutDest } = {}) {
+  // Write back what the previous command left dirty, so that nobody's fsync (ostree syncs the
+  // filesystem at the end of a pull or commit; sysroot never does) pays for another tool's writes.
+  execFileSync('sync');
+  server?.log.skip();
+  const cpu0 = server ? procCpu(server.pid) : 0;
+  const unwatch = checkoutDest ? watchCheckout(checkoutDest) : null;
+  let r;
+  try {
+    r = await timedAsync(cmd, args, env ? { env } : {});
+  } finally {
+    const marks = unwatch?.();
+    if (r && marks) r.checkout = marks;
+  }
+  if (!server) return { ...r, requests: 0, bytes: 0, serverCpu: 0, lines: [] };
+  const lines = await server.log.next();
+  return {
+    ...r,
+    requests: lines.length,
+    bytes: lines.reduce((s, l) => s + l.bytes, 0),
+    serverCpu: procCpu(server.pid) - cpu0,
+    lines,
+  };
+}
+
+/** Two commands timed as one operation (ostree pull, then ostree checkout). */
+function combine(a, b) {
+  return {
+    secs: a.secs + b.secs,
+    rssMb: Math.max(a.rssMb, b.rssMb),
+    cpu: a.cpu + b.cpu,
+    requests: a.requests + b.requests,
+    bytes: a.bytes + b.bytes,
+    serverCpu: a.serverCpu + b.serverCpu,
+    pullSecs: a.secs,
+    checkoutSecs: b.secs,
+  };
+}
+
+const finite = (x) => (Number.isFinite(x) ? x : Number.NaN);
+const lastTime = (lines, pred) => finite(Math.max(...lines.filter(pred).map((l) => l.t)));
+const firstTime = (lines, pred) => finite(Math.min(...lines.filter(pred).map((l) => l.t)));
+const isObjectGet = (l) => l.method === 'GET' && l.path.startsWith('/repo/objects/');
+
+/** Where a push's time went, from the server's log: start-up, import, upload, ref move. */
+function pushPhases(r) {
+  const t0 = firstTime(r.lines, () => true);
+  const missing = firstTime(r.lines, (l) => l.path === '/api/v1/objects/missing');
+  const lastPut = lastTime(r.lines, (l) => l.method === 'PUT' && l.path.startsWith('/api/v1/objects/'));
+  const refPut = r.lines.find((l) => l.method === 'PUT' && l.path.startsWith('/api/v1/refs/'));
+  return {
+    startSecs: (t0 - r.startedMs) / 1000,
+    importSecs: (missing - t0) / 1000,
+    uploadSecs: (lastPut - missing) / 1000,
+    refSecs: (refPut?.ms ?? Number.NaN) / 1000,
+    objectPuts: r.lines.filter((l) => l.method === 'PUT' && l.path.startsWith('/api/v1/objects/')).length,
+  };
+}
+
+/** Where a pull's (or checkout's) time went: before the checkout started, and the checkout. */
+function pullPhases(r) {
+  const first = firstTime(r.lines, () => true);
+  return {
+    startSecs: (first - r.startedMs) / 1000,
+    fetchSecs: (r.checkout.start - r.startedMs) / 1000,
+    checkoutSecs: (r.checkout.end - r.checkout.start) / 1000,
+    objectGets: r.lines.filter(isObjectGet).length,
+  };
+}
+
+const pick = (r, extra = {}) => ({
+  secs: r.secs,
+  rssMb: r.rssMb,
+  cpu: r.cpu,
+  requests: r.requests,
+  bytes: r.bytes,
+  serverCpu: r.serverCpu,
+  ...extra,
+});
+
+/** Run `i`: a fresh registry and nginx, every operation once; which tool goes first depends on `i`. */
+async function oneRun(i, ctx) {
+  const { dir, inputV1, inputV2, tarball } = ctx;
+  const runDir = join(dir, `run-${i}`);
+  mkdirSync(runDir);
+  const p = (name) => join(runDir, name);
+  const out = {};
+  const registry = await startRegistry(p('registry'));
+  let nginx;
+  try {
+    nginx = await startNginx(p('nginx'), registry.repo);
+    const ngx = { pid: nginx.pid, log: new LogTail(nginx.accessLog, parseNginxLine) };
+    const pushCache = p('push-cache');
+    const pullCache = p('pull-cache');
+    const ostreeRepo = p('ostree-commit-repo');
+    const client = p('ostree-client-repo');
+    const pushEnv = sysrootEnv({ SYSROOT_CACHE_DIR: pushCache, SYSROOT_TOKEN: registry.token });
+    const pullEnv = sysrootEnv({ SYSROOT_CACHE_DIR: pullCache });
+    execFileSync('ostree', ['init', `--repo=${ostreeRepo}`, '--mode=archive']);
+    execFileSync('ostree', ['init', `--repo=${client}`, '--mode=archive']);
+    execFileSync('ostree', [`--repo=${client}`, 'remote', 'add', '--no-gpg-verify', 'r', nginx.url]);
+    const two = (tools) => (i % 2 === 0 ? tools : [...tools].reverse());
+    const three = (tools) => [...tools.slice(i % 3), ...tools.slice(0, i % 3)];
+    const done = (what, r) => log(`run ${i + 1}/${ctx.runs} ${what}: ${r.secs.toFixed(2)} s`);
+
+    const push = async (input) => {
+      const r = await measure(
+        NODE,
+        [BIN, 'push', '--json', '--url', registry.url, '--ref', REF, '--subject', 'bench', input],
+        { env: pushEnv, server: registry },
+      );
+      const json = JSON.parse(r.stdout);
+      return pick(r, { ...pushPhases(r), bytes: json.uploaded.bytes, commit: json.commit });
+    };
+    const commit = (input) =>
+      measure('ostree', ['commit', `--repo=${ostreeRepo}`, `--branch=${REF}`, '--subject=bench', input]);
+    const sysrootPull = async (spec, dest) => {
+      const r = await measure(NODE, [BIN, 'pull', '--url', registry.url, spec, dest], {
+        env: pullEnv,
+        server: registry,
+        checkoutDest: dest,
+      });
+      return pick(r, pullPhases(r));
+    };
+    const ostreePull = async (dest) => {
+      const a = await measure('ostree', [`--repo=${client}`, 'pull', 'r', REF], { server: ngx });
+      const b = await measure('ostree', ['checkout', `--repo=${client}`, `r:${REF}`, dest]);
+      return combine(a, b);
+    };
+
+    // 1. push v1 vs ostree commit v1.
+    for (const tool of two(['sysroot', 'ostree'])) {
+      if (tool === 'sysroot') out.pushV1 = await push(inputV1);
+      else out.commitV1 = pick(await commit(inputV1));
+      done(`${tool} v1 push/commit`, tool === 'sysroot' ? out.pushV1 : out.commitV1);
+    }
+    // 2. cold pull + checkout of v1 (the ref's head) vs ostree pull + checkout vs zstd | tar.
+    for (const tool of three(['sysroot', 'ostree', 'zstd'])) {
+      if (tool === 'sysroot') out.coldSysroot = await sysrootPull(REF, p('co-sysroot-v1'));
+      else if (tool === 'ostree') out.coldOstree = await ostreePull(p('co-ostree-v1'));
+      else {
+        mkdirSync(p('co-zstd-v1'));
+        const r = await measure('bash', ['-c', 'zstd -qdc "$0" | tar -x -C "$1"', tarball, p('co-zstd-v1')]);
+        out.coldZstd = pick(r, { requests: 1, bytes: statSync(tarball).size });
+      }
+      done(`${tool} cold pull`, out[`cold${tool[0].toUpperCase()}${tool.slice(1)}`]);
+    }
+    // 3. push v2 on top of v1 (the v1 push's cache) vs ostree commit of v2 on top of v1.
+    for (const tool of two(['sysroot', 'ostree'])) {
+      if (tool === 'sysroot') out.pushV2 = await push(inputV2);
+      else out.commitV2 = pick(await commit(inputV2));
+      done(`${tool} v2 push/commit`, tool === 'sysroot' ? out.pushV2 : out.commitV2);
+    }
+    // 4. pull v2 with v1 cached, + checkout.
+    for (const tool of two(['sysroot', 'ostree'])) {
+      if (tool === 'sysroot') out.v2Sysroot = await sysrootPull(REF, p('co-sysroot-v2'));
+      else out.v2Ostree = await ostreePull(p('co-ostree-v2'));
+      done(`${tool} v2 pull`, tool === 'sysroot' ? out.v2Sysroot : out.v2Ostree);
+    }
+    // 5. no-op pull: everything cached, into a new directory (so it includes a checkout); and, in
+    // the same rotation, the pull of a pinned commit the cache has, which needs no server at all.
+    for (const tool of three(['sysroot', 'ostree', 'pinned'])) {
+      if (tool === 'sysroot') out.noopSysroot = await sysrootPull(REF, p('co-sysroot-noop'));
+      else if (tool === 'ostree') out.noopOstree = await ostreePull(p('co-ostree-noop'));
+      else out.pinned = await sysrootPull(out.pushV2.commit, p('co-sysroot-pinned'));
+      const r = { sysroot: out.noopSysroot, ostree: out.noopOstree, pinned: out.pinned }[tool];
+      done(tool === 'pinned' ? 'sysroot pinned cached pull' : `${tool} no-op pull`, r);
+    }
+    // The floors of a no-op pull: the checkout alone from the same cache (it is an archive
+    // repository) and from ostree's client repository, and node + the CLI's start-up.
+    for (const tool of two(['sysroot', 'ostree'])) {
+      if (tool === 'sysroot') {
+        const dest = p('co-sysroot-checkout');
+        const args = ['checkout', '--repo', pullCache, out.pushV2.commit, dest];
+        const r = await measure(NODE, [BIN, ...args], { env: pullEnv, checkoutDest: dest });
+        out.checkoutSysroot = pick(r, pullPhases(r));
+      } else {
+        const args = ['checkout', `--repo=${client}`, `r:${REF}`, p('co-ostree-checkout')];
+        out.checkoutOstree = pick(await measure('ostree', args));
+      }
+      done(`${tool} checkout alone`, tool === 'sysroot' ? out.checkoutSysroot : out.checkoutOstree);
+    }
+    out.start = pick(await measure(NODE, [BIN, '--version']));
+    done('sysroot --version', out.start);
+  } finally {
+    await nginx?.stop();
+    await registry.stop();
+  }
+  return out;
+}
+
+const fmt = (x, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : '—');
+const mb = (b) => (Number.isFinite(b) ? (b / MB).toFixed(1) : '—');
+const pct = (part, whole) => `${Math.round((100 * part) / whole)}%`;
+
+/** Medians, field by field, of one operation over all runs (peak RSS: the maximum). */
+function med(results, key) {
+  const rows = results.map((r) => r[key]);
+  const o = {};
+  for (const k of Object.keys(rows[0])) {
+    if (typeof rows[0][k] === 'number') o[k] = median(rows.map((r) => r[k]));
+  }
+  o.rssMb = Math.max(...rows.map((r) => r.rssMb));
+  return o;
+}
+
+/** The table rows: [operation, ours, peer name, peer (or null), targets]. */
+function tableRows(m) {
+  return [
+    ['push v1 (import + upload + ref move)', m.pushV1, 'ostree commit v1', m.commitV1, TARGETS.pushV1],
+    ['push v2 on top of v1', m.pushV2, 'ostree commit v2 on top of v1', m.commitV2, TARGETS.pushV2],
+    [
+      'cold pull + checkout v1',
+      m.coldSysroot,
+      'ostree pull (nginx) + checkout',
+      m.coldOstree,
+      TARGETS.coldOstree,
+    ],
+    [
+      'cold pull + checkout v1',
+      m.coldSysroot,
+      'zstd -dc v1.tar.zst \\| tar -x',
+      m.coldZstd,
+      TARGETS.coldZstd,
+    ],
+    [
+      'pull v2 with v1 cached + checkout',
+      m.v2Sysroot,
+      'ostree pull v1→v2 + checkout',
+      m.v2Ostree,
+      TARGETS.pullV2,
+    ],
+    [
+      'no-op pull of the ref + checkout',
+      m.noopSysroot,
+      'ostree pull (no-op) + checkout',
+      m.noopOstree,
+      TARGETS.noop,
+    ],
+    ['pull of a pinned, cached commit + checkout (no server)', m.pinned, '—', null, []],
+    ['checkout alone, from the pull cache', m.checkoutSysroot, 'ostree checkout', m.checkoutOstree, []],
+    ['`sysroot --version` (process start)', m.start, '—', null, []],
+  ];
+}
+
+function table(m) {
+  const head =
+    '| operation | sysroot (s) | peak RSS (MB) | requests | MB on the wire | peer | peer (s) | ' +
+    'peer requests | peer MB | ratio | target (fast-transfer issue) |';
+  const lines = [head, '|---|---|---|---|---|---|---|---|---|---|---|'];
+  for (const [name, ours, peerName, peer, targets] of tableRows(m)) {
+    const ratio = peer ? ours.secs / peer.secs : Number.NaN;
+    const verdict = targets.length
+      ? targets.map((t) => `${t.label} ${t.test({ ...ours, ratio }) ? 'met' : '**missed**'}`).join('; ')
+      : '—';
+    const over = (x) => (x.requests ? x.requests : '—');
+    const oursMb = name.startsWith('push') ? `${mb(ours.bytes)} up` : ours.requests ? mb(ours.bytes) : '—';
+    let peerReq = '—';
+    let peerMb = '—';
+    if (peerName.startsWith('ostree pull')) [peerReq, peerMb] = [over(peer), mb(peer.bytes)];
+    if (peerName.startsWith('zstd')) peerMb = `${mb(peer.bytes)} (file)`;
+    lines.push(
+      `| ${name} | ${fmt(ours.secs)} | ${fmt(ours.rssMb, 0)} | ${over(ours)} | ${oursMb} | ${peerName} | ` +
+        `${peer ? fmt(peer.secs) : '—'} | ${peerReq} | ${peerMb} | ` +
+        `${peer ? `${fmt(ratio)}×` : '—'} | ${verdict} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+/** What each figure is made of, from this run's own measurements (phases from the access logs). */
+function notes(m) {
+  const { pushV1: p1, pushV2: p2, coldSysroot: cs, coldOstree: co, coldZstd: cz } = m;
+  const { v2Sysroot: vs, v2Ostree: vo, noopSysroot: ns, pinned, checkoutSysroot: ck, start } = m;
+  const cores = cpus().length;
+  const busy = (r, server) => pct(r.cpu + server, cores * r.secs);
+  const refVsV1 = p2.refSecs / p1.refSecs;
+  return [
+    `- **push v1** (${fmt(p1.secs)} s): ${fmt(p1.startSecs)} s start-up, ${fmt(p1.importSecs)} s import ` +
+      `(hash + deflate, both cores), ${fmt(p1.uploadSecs)} s uploading ${p1.objectPuts} objects with one ` +
+      `PUT each, and ${fmt(p1.refSecs)} s in the ref move (one PUT, timed by the server). The server used ` +
+      `${fmt(p1.serverCpu)} s of CPU (it verifies every object) and the client ${fmt(p1.cpu)} s: ` +
+      `${busy(p1, p1.serverCpu)} of ${cores} cores over the whole push. \`ostree commit\` uses ` +
+      `${fmt(m.commitV1.cpu)} s of CPU in ${fmt(m.commitV1.secs)} s: one core.`,
+    `- **push v2** (${fmt(p2.secs)} s): import ${fmt(p2.importSecs)} s (${p2.objectPuts} new objects, ` +
+      `${mb(p2.bytes)} MB), upload ${fmt(p2.uploadSecs)} s, ref move ${fmt(p2.refSecs)} s ` +
+      `(${pct(p2.refSecs, p2.secs)} of the push; ${fmt(refVsV1)}× v1's ref move, for ` +
+      `${pct(p2.objectPuts, p1.objectPuts)} of its objects). \`ostree commit\` compresses the whole tree ` +
+      `again (${fmt(m.commitV2.cpu)} s of CPU).`,
+    `- **cold pull** (${fmt(cs.secs)} s): ${fmt(cs.fetchSecs)} s until the checkout starts (start-up, the ` +
+      `ref, ${cs.objectGets} GETs: one per object, each verified), then ${fmt(cs.checkoutSecs)} s of ` +
+      `checkout (ostree: pull ${fmt(co.pullSecs)} s, checkout ${fmt(co.checkoutSecs)} s). For the same ` +
+      `requests and bytes \`sysroot serve\` used ${fmt(cs.serverCpu)} s of CPU and nginx ` +
+      `${fmt(co.serverCpu)} s; the clients ${fmt(cs.cpu)} s (sysroot) and ${fmt(co.cpu)} s (ostree pull + ` +
+      `checkout): client + server keep ${busy(cs, cs.serverCpu)} of ${cores} cores busy for sysroot, ` +
+      `${busy(co, co.serverCpu)} for ostree. \`zstd | tar\` reads one ${mb(cz.bytes)} MB stream with ` +
+      `${fmt(cz.cpu)} s of CPU.`,
+    `- **v2 with v1 cached** (${fmt(vs.secs)} s): ${fmt(vs.fetchSecs)} s until the checkout starts ` +
+      `(start-up, the walk of the cached closure, ${vs.objectGets} object GETs of ${mb(vs.bytes)} MB: ` +
+      'whole ' +
+      `objects, no deltas), against ${fmt(vo.pullSecs)} s for \`ostree pull\` (${vo.requests} requests); ` +
+      `then the checkout of the whole tree, ${fmt(vs.checkoutSecs)} s (ostree checkout: ` +
+      `${fmt(vo.checkoutSecs)} s).`,
+    `- **no-op** (${fmt(ns.secs)} s, ${ns.requests} request): ${fmt(ns.fetchSecs)} s before the checkout ` +
+      `starts (node start-up alone: ${fmt(start.secs)} s; the first request is answered at ` +
+      `${fmt(ns.startSecs)} s), then ${fmt(ns.checkoutSecs)} s of checkout ` +
+      `(${pct(ns.checkoutSecs, ns.secs)}). ` +
+      `Without a server (pinned): ${fmt(pinned.fetchSecs)} s + ${fmt(pinned.checkoutSecs)} s; a plain ` +
+      `\`sysroot checkout\` from the cache: ${fmt(ck.fetchSecs)} s + ${fmt(ck.checkoutSecs)} s` +
+      (ns.checkoutSecs > 0.3 ? ': writing the new tree alone takes longer than the 0.3 s target.' : '.'),
+  ].join('\n');
+}
+
+/**
+ * Run the transfer benchmark in `dir` (a fresh filesystem). Returns the markdown table, the
+ * environment lines, the notes, the medians and every run's figures.
+ */
+export async function runTransfer({ dir, runs }) {
+  log('building/reusing the amd64-v1 and amd64-v2 sysroot fixtures');
+  const [treeV1, treeV2] = sysrootTrees(['amd64-v1', 'amd64-v2']);
+  // ostree refuses device nodes, so every tool works from copies without them.
+  const inputV1 = join(dir, 'input-v1');
+  const inputV2 = join(dir, 'input-v2');
+  const specials = copyWithoutSpecials(treeV1, inputV1);
+  copyWithoutSpecials(treeV2, inputV2);
+  const tarball = join(dir, 'v1.tar.zst');
+  execFileSync('bash', ['-c', 'tar -C "$0" -c . | zstd -q -3 -T0 -o "$1"', inputV1, tarball]);
+  const ctx = { dir, runs, inputV1, inputV2, tarball };
+  // Other work on the machine shows in the timings; the load average says whether there was any.
+  const loadBefore = loadavg()[0];
+  const results = [];
+  for (let i = 0; i < runs; i++) results.push(await oneRun(i, ctx));
+
+  const m = {};
+  for (const k of Object.keys(results[0])) m[k] = med(results, k);
+  const size = (path) => execFileSync('du', ['-sm', path], { encoding: 'utf8' }).split('\t')[0];
+  const nginxVersion = version('nginx', ['-v']).replace('nginx version: ', '');
+  const zstdVersion = /v\d+\.\d+\.\d+/.exec(version('zstd', ['--version']))?.[0] ?? 'unknown';
+  const env = [
+    `- trees: amd64-v1 (${size(inputV1)} MB) and amd64-v2 (${size(inputV2)} MB) from ` +
+      `scripts/make-sysroot.sh, ${specials.length} device nodes removed from the copies every tool reads; ` +
+      `v1.tar.zst: \`tar -c | zstd -3 -T0\` of the v1 copy, ${mb(statSync(tarball).size)} MB`,
+    `- runs: ${runs}, each with a fresh registry, nginx, caches and repositories; tools alternate order; ` +
+      `medians (peak RSS: the maximum); \`sync\` before each timed command; writes on ` +
+      `${isRoot() ? 'a fresh ext4 loop filesystem' : 'a temp directory'}`,
+    "- wire: servers on 127.0.0.1; requests and MB (10⁶ bytes of HTTP bodies) from the servers' access " +
+      "logs; push: the bytes uploaded; ostree pulls from nginx serving the registry's own repository " +
+      'directory; `ostree commit` and `ostree pull` sync the filesystem (their default), sysroot never ' +
+      'calls fsync',
+    `- machine: ${cpus().length} cores, Node ${process.version}, ostree ${ostreeVersion()}, ` +
+      `${nginxVersion}, zstd ${zstdVersion}; 1-minute load average ${fmt(loadBefore)} before the runs, ` +
+      `${fmt(loadavg()[0])} after`,
+    `- date: ${new Date().toISOString()}; command: \`npm run bench\` (this half alone: ` +
+      '`node bench/run.mjs --only transfer`)',
+  ].join('\n');
+  return { table: table(m), env, notes: notes(m), m, results };
+}
