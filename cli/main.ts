@@ -217,6 +217,10 @@ export function buildProgram(): Command {
     .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8080)')
     .option('--config <file>', 'JSON configuration file (docs/configuration.md)')
     .option('--no-anonymous-pull', 'require a token with the pull scope for reads')
+    .option(
+      '--redirect-objects',
+      'answer object GETs with a redirect to a presigned S3 URL (S3 repositories)',
+    )
     .addHelpText('after', examples(['sysroot serve --repo /srv/sysroots --listen 0.0.0.0:8080']))
     .action(lazy('serve'));
 

@@ -14,6 +14,7 @@ import {
   variantToJson,
 } from '../src/objects/index.js';
 import { commitStats } from '../src/repo/closure.js';
+import { readLastRecord } from '../src/repo/reflog.js';
 import { assertRef } from '../src/repo/refs.js';
 import { type Repository, refNotFound } from '../src/repo/repository.js';
 import { type AppEnv, actorOf, requireAdmin, requirePushRef, requireRead, requireUpload } from './auth.js';
@@ -107,7 +108,10 @@ export function apiRoutes(deps: ApiRouteDeps): Hono<AppEnv> {
   app.get('/refs/:ref{.+}', async (c) => {
     requireRead(c, deps.anonymousPull);
     const ref = assertRef(c.req.param('ref'));
-    const commit = await repo.readRef(ref);
+    // The head a ref move is checked against is the newest ref log record; refs/heads follows it a
+    // moment later (another node may be between the two writes). A pusher that lost a race asks here
+    // for the head to rebase on, so it gets the log's, or it would rebase on the head it already had.
+    const commit = (await readLastRecord(repo.blobs, ref))?.record.to ?? (await repo.readRef(ref));
     if (!commit) throw refNotFound(ref);
     return ok({ ref, commit });
   });

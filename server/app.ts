@@ -24,6 +24,11 @@ export interface AppDeps {
   anonymousPull: boolean;
   logger?: Logger;
   limits?: Partial<ApiLimits>;
+  /**
+   * Answer GET /repo/objects/… for immutable objects with a redirect to a presigned URL of the store
+   * (S3), so object bytes bypass this node; ignored (objects are streamed) when the store has none.
+   */
+  redirectObjects?: boolean;
 }
 
 export const DEFAULT_LIMITS: ApiLimits = {
@@ -41,7 +46,15 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use('*', accessLog(logger));
   app.use('*', authenticate(deps.tokens));
 
-  app.route('/repo', ostreeRoutes({ repo: deps.repo, anonymousPull: deps.anonymousPull, logger }));
+  app.route(
+    '/repo',
+    ostreeRoutes({
+      repo: deps.repo,
+      anonymousPull: deps.anonymousPull,
+      logger,
+      redirectObjects: deps.redirectObjects ?? false,
+    }),
+  );
   app.route('/api/v1', apiRoutes({ repo: deps.repo, anonymousPull: deps.anonymousPull, limits }));
   return app;
 }

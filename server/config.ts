@@ -13,6 +13,8 @@ export interface ServerConfig {
   anonymousPull: boolean;
   maxUploadBytes: number;
   maxMetadataBytes: number;
+  /** Answer GET /repo/objects/… (not .commitmeta) with a redirect to a presigned store URL, if the store has them. */
+  redirectObjects: boolean;
 }
 
 /** The keys a layer may set, all optional; later layers override earlier ones key by key. */
@@ -22,6 +24,7 @@ export type ConfigLayer = Partial<{
   anonymousPull: boolean;
   maxUploadBytes: number;
   maxMetadataBytes: number;
+  redirectObjects: boolean;
 }>;
 
 export const DEFAULT_LISTEN = '127.0.0.1:8080';
@@ -35,6 +38,7 @@ const FileSchema = z
     anonymousPull: z.boolean(),
     maxUploadBytes: byteCount,
     maxMetadataBytes: byteCount,
+    redirectObjects: z.boolean(),
   })
   .partial()
   .strict();
@@ -84,6 +88,8 @@ export function layerFromEnv(env: NodeJS.ProcessEnv): ConfigLayer {
     layer.anonymousPull = parseBool('SYSROOT_ANONYMOUS_PULL', env.SYSROOT_ANONYMOUS_PULL);
   if (env.SYSROOT_MAX_UPLOAD_BYTES)
     layer.maxUploadBytes = parseBytes('SYSROOT_MAX_UPLOAD_BYTES', env.SYSROOT_MAX_UPLOAD_BYTES);
+  if (env.SYSROOT_REDIRECT_OBJECTS)
+    layer.redirectObjects = parseBool('SYSROOT_REDIRECT_OBJECTS', env.SYSROOT_REDIRECT_OBJECTS);
   return layer;
 }
 
@@ -140,5 +146,6 @@ export function resolveConfig(...layers: ConfigLayer[]): ServerConfig {
     anonymousPull: merged.anonymousPull ?? true,
     maxUploadBytes: merged.maxUploadBytes ?? DEFAULT_UPLOAD_LIMITS.maxFileBytes,
     maxMetadataBytes: merged.maxMetadataBytes ?? DEFAULT_UPLOAD_LIMITS.maxMetadataBytes,
+    redirectObjects: merged.redirectObjects ?? false,
   };
 }

@@ -7,6 +7,10 @@
  *   objects/XX/<62 hex>.commitmeta   may gain signatures later, so no-cache too
  *   objects/XX/<62 hex>.<ext>        content-addressed and write-once: cached for a year, immutable
  *
+ * With `redirectObjects`, a GET of a write-once object (not .commitmeta) is answered 307 to a
+ * presigned URL of the store (S3) when the store can make one, so object bytes go straight from the
+ * bucket to the client; a store without presigned URLs (a directory) streams as usual.
+ *
  * Anything else (delta-indexes/…, deltas/…, refs/remotes/…) is 404, which ostree treats as "none".
  * Every path is matched against these shapes, never joined onto a directory, so no request can
  * name a file outside them. GET and HEAD everywhere; HEAD never opens a stream.
@@ -30,12 +34,19 @@ const REVALIDATE = 'no-cache';
 const OCTETS = 'application/octet-stream';
 const TEXT = 'text/plain; charset=utf-8';
 
+/** How long a presigned object URL stays valid. */
+const PRESIGN_SECONDS = 3600;
+/** A redirect is cacheable only well within the URL's lifetime, and only by the client itself. */
+const REDIRECT_CACHE = 'private, max-age=300';
+
 const OBJECT_PATH = /^objects\/([0-9a-f]{2})\/([0-9a-f]{62})\.(filez|dirtree|dirmeta|commit|commitmeta)$/;
 
 export interface OstreeRouteDeps {
   repo: Repository;
   anonymousPull: boolean;
   logger: Logger;
+  /** Redirect GETs of immutable objects to presigned store URLs, when the store has them. */
+  redirectObjects?: boolean;
 }
 
 /**
@@ -145,13 +156,27 @@ export function ostreeRoutes(deps: OstreeRouteDeps): Hono<AppEnv> {
       const m = OBJECT_PATH.exec(path);
       if (m && m[3] === 'commitmeta') s = await small(repo, path, OCTETS);
       else if (m) {
+        const etag = `"${m[1]}${m[2]}.${m[3]}"`;
+        const presign = deps.redirectObjects ? repo.blobs.presignGet?.bind(repo.blobs) : undefined;
+        if (presign && c.req.method === 'GET') {
+          // No stat: the store answers 404 itself for a missing object. A client revalidating a copy
+          // it got from us names our ETag, which the store does not know, so that is answered here.
+          const headers = new Headers({ 'cache-control': REDIRECT_CACHE });
+          if (notModified(c.req.raw.headers, { etag })) {
+            headers.set('cache-control', IMMUTABLE);
+            headers.set('etag', etag);
+            return new Response(null, { status: 304, headers });
+          }
+          headers.set('location', await presign(path, PRESIGN_SECONDS));
+          return new Response(null, { status: 307, headers });
+        }
         const stat = await repo.blobs.stat(path);
         if (stat) {
           s = {
             body: { stat, key: path },
             // The name is the content (write-once): a strong tag needs no hashing.
             validators: {
-              etag: `"${m[1]}${m[2]}.${m[3]}"`,
+              etag,
               lastModified: new Date(Math.floor(stat.mtimeMs / 1000) * 1000),
             },
             cacheControl: IMMUTABLE,

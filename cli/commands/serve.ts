@@ -11,6 +11,7 @@ interface ServeFlags {
   listen?: string;
   config?: string;
   anonymousPull?: boolean;
+  redirectObjects?: boolean;
 }
 
 /** Commander's Command, as far as we need it: where did an option's value come from? */
@@ -25,6 +26,7 @@ function flagLayer(opts: ServeFlags, cmd: OptionSources | undefined): ConfigLaye
   if (opts.repo && fromCli('repo')) layer.repo = opts.repo;
   if (opts.listen) layer.listen = opts.listen;
   if (opts.anonymousPull === false && fromCli('anonymousPull')) layer.anonymousPull = false;
+  if (opts.redirectObjects && fromCli('redirectObjects')) layer.redirectObjects = true;
   return layer;
 }
 
@@ -52,9 +54,12 @@ export async function run(opts: ServeFlags, cmd?: OptionSources): Promise<number
       anonymousPull: config.anonymousPull,
       logger: stderrLogger(),
       limits: { maxFileBytes: config.maxUploadBytes, maxMetadataBytes: config.maxMetadataBytes },
+      redirectObjects: config.redirectObjects,
     });
     const server = await listen(app, config.listen.host, config.listen.port);
     const signalled = waitForSignal();
+    if (config.redirectObjects && !repo.blobs.presignGet)
+      note(`note: redirectObjects is on, but ${repo.location} cannot presign URLs: objects are streamed`);
     note(`listening on ${server.url}`);
     const sig = await signalled;
     note(`${sig}: closing (requests in flight may finish)`);
