@@ -45,6 +45,7 @@ describe('server configuration', () => {
       anonymousPull: false,
       maxUploadBytes: 1000,
       maxMetadataBytes: 10 * 1024 * 1024,
+      redirectObjects: false,
     });
     expect(resolveConfig({ repo: 'r' })).toMatchObject({
       listen: { host: '127.0.0.1', port: 8080 },
