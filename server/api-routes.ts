@@ -13,7 +13,6 @@ import {
   type ObjectType,
   variantToJson,
 } from '../src/objects/index.js';
-import { commitStats } from '../src/repo/closure.js';
 import { readLastRecord } from '../src/repo/reflog.js';
 import { assertRef } from '../src/repo/refs.js';
 import { type Repository, refNotFound } from '../src/repo/repository.js';
@@ -133,8 +132,10 @@ export function apiRoutes(deps: ApiRouteDeps): Hono<AppEnv> {
     const db = await repo.index();
     let row = db.getCommit(sha);
     if (!row) {
-      // Pushed commits reach the index here, on first view; a partial commit has no stats.
-      const stats = await commitStats(repo.objects, sha).catch(() => undefined);
+      // A commit no ref has pointed at reaches the index here, on first view; a partial commit has no
+      // stats (nor one with a corrupt dirtree: fsck reports those). Subtrees the index knows complete
+      // are not walked again.
+      const stats = await repo.commitStats(sha).catch(() => undefined);
       if (stats) {
         row = {
           checksum: sha,

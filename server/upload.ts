@@ -6,6 +6,9 @@
  *                  same pass (bounded memory for any size); linked into place only if it verifies.
  *   metadata       read into memory (at most 10 MiB, OSTree's own cap on metadata objects), hashed,
  *                  and decoded to check it is the GVariant normal form ostree would produce.
+ *
+ * Every object stored (or found already there) is noted in the repository's index, a file with its
+ * size, so that the ref move that follows a push need not ask the store about each object again.
  */
 
 import { randomBytes } from 'node:crypto';
@@ -90,6 +93,7 @@ async function receiveMetadata(
   checkNormalForm(type, bytes, id);
   const existed = await repo.objects.has(checksum, type);
   await repo.objects.putMetadata(type, bytes, checksum);
+  repo.noteStored({ checksum, type }, type === 'dirtree' ? bytes : undefined);
   return !existed;
 }
 
@@ -115,14 +119,22 @@ async function receiveFilez(
         yield chunk;
       }
     };
+    let size = 0;
     // Throws E_CORRUPT_OBJECT (expected/found) at the first byte that proves the object wrong.
-    for await (const _ of inflateVerified(checksum, tee())) {
+    for await (const _ of inflateVerified(checksum, tee(), (h) => {
+      size = h.size;
+    })) {
       // the inflated payload is only hashed, not kept
     }
     await fh.close();
     const key = objectPath(checksum, 'file');
-    if (repo.blobs instanceof FsBlobStore) return await repo.blobs.linkInto(tmp, key);
-    return await repo.blobs.createOnce(key, createReadStream(tmp));
+    const created =
+      repo.blobs instanceof FsBlobStore
+        ? await repo.blobs.linkInto(tmp, key)
+        : await repo.blobs.createOnce(key, createReadStream(tmp));
+    // Not created: the store had it already (objects are write-once), so it is there all the same.
+    repo.noteStored({ checksum, type: 'file', size });
+    return created;
   } finally {
     await fh.close().catch(() => {});
     await unlink(tmp).catch(() => {});

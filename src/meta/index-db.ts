@@ -27,7 +27,7 @@ export interface CommitRow {
   fileCount: number;
 }
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS commits (
@@ -61,9 +61,29 @@ CREATE INDEX IF NOT EXISTS ref_log_to ON ref_log (to_commit);
 CREATE TABLE IF NOT EXISTS objects (
   checksum TEXT NOT NULL,
   type TEXT NOT NULL,
+  size INTEGER,
   PRIMARY KEY (checksum, type)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS trees (
+  checksum TEXT PRIMARY KEY,
+  file_count INTEGER NOT NULL,
+  total_size INTEGER
+) WITHOUT ROWID;
 `;
+
+/** An object known to be in the store; `size` is a file's uncompressed size, null when not known. */
+export interface StoredObject {
+  checksum: string;
+  type: ObjectType;
+  size?: number | null;
+}
+
+/** A dirtree whose whole closure is in the store, and its figures (totalSize null: sizes not read). */
+export interface CompleteTree {
+  checksum: string;
+  fileCount: number;
+  totalSize: number | null;
+}
 
 interface RawCommitRow {
   checksum: string;
@@ -107,7 +127,7 @@ export class IndexDb {
     if (version !== SCHEMA_VERSION) {
       // Derived data: an index from another schema version is dropped and rebuilt by the caller.
       this.db.exec('DROP TABLE IF EXISTS commits; DROP TABLE IF EXISTS refs; DROP TABLE IF EXISTS ref_log;');
-      this.db.exec('DROP TABLE IF EXISTS objects;');
+      this.db.exec('DROP TABLE IF EXISTS objects; DROP TABLE IF EXISTS trees;');
     }
     this.db.exec(SCHEMA);
     this.db.pragma(`user_version = ${SCHEMA_VERSION}`);
@@ -123,8 +143,18 @@ export class IndexDb {
         `INSERT OR REPLACE INTO ref_log VALUES (@ref, @seq, @from, @to, @time, @actor, @action, @reason)`,
       ),
       refsOf: this.db.prepare('SELECT DISTINCT ref FROM ref_log WHERE to_commit = ? ORDER BY ref'),
-      putObject: this.db.prepare('INSERT OR IGNORE INTO objects (checksum, type) VALUES (?, ?)'),
+      // A known size is never replaced by NULL (a listing knows no sizes; an upload does).
+      putObject: this.db.prepare(
+        `INSERT INTO objects (checksum, type, size) VALUES (?, ?, ?)
+         ON CONFLICT (checksum, type) DO UPDATE SET size = coalesce(excluded.size, size)`,
+      ),
+      getObject: this.db.prepare('SELECT size FROM objects WHERE checksum = ? AND type = ?'),
       countObjects: this.db.prepare('SELECT count(*) AS n FROM objects'),
+      putTree: this.db.prepare(
+        `INSERT INTO trees (checksum, file_count, total_size) VALUES (?, ?, ?)
+         ON CONFLICT (checksum) DO UPDATE SET total_size = coalesce(excluded.total_size, total_size)`,
+      ),
+      getTree: this.db.prepare('SELECT file_count, total_size FROM trees WHERE checksum = ?'),
     };
   }
 
@@ -161,10 +191,29 @@ export class IndexDb {
     return this.stmts.listRefs.all() as Array<{ name: string; head: string }>;
   }
 
-  putObjects(objects: Iterable<{ checksum: string; type: ObjectType }>): void {
+  putObjects(objects: Iterable<StoredObject>): void {
     this.db.transaction(() => {
-      for (const o of objects) this.stmts.putObject.run(o.checksum, o.type);
+      for (const o of objects) this.stmts.putObject.run(o.checksum, o.type, o.size ?? null);
     })();
+  }
+
+  /** An object known to be stored (with a file's size, null if not known); undefined: not known. */
+  storedObject(checksum: string, type: ObjectType): { size: number | null } | undefined {
+    return this.stmts.getObject.get(checksum, type) as { size: number | null } | undefined;
+  }
+
+  putTrees(trees: Iterable<CompleteTree>): void {
+    this.db.transaction(() => {
+      for (const t of trees) this.stmts.putTree.run(t.checksum, t.fileCount, t.totalSize);
+    })();
+  }
+
+  /** A dirtree whose closure was found complete, with its figures; undefined: not known. */
+  completeTree(checksum: string): { fileCount: number; totalSize: number | null } | undefined {
+    const r = this.stmts.getTree.get(checksum) as
+      | { file_count: number; total_size: number | null }
+      | undefined;
+    return r && { fileCount: r.file_count, totalSize: r.total_size };
   }
 
   objectCount(): number {
@@ -174,7 +223,9 @@ export class IndexDb {
   /** Empty every table inside one transaction; the caller refills them (reindex). */
   rebuild(fill: () => void): void {
     this.db.transaction(() => {
-      this.db.exec('DELETE FROM commits; DELETE FROM refs; DELETE FROM ref_log; DELETE FROM objects;');
+      this.db.exec(
+        'DELETE FROM commits; DELETE FROM refs; DELETE FROM ref_log; DELETE FROM objects; DELETE FROM trees;',
+      );
       fill();
     })();
   }

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { RegistryError } from '../errors.js';
 import { Variant } from '../gvariant/index.js';
-import { type CommitRow, IndexDb } from '../meta/index-db.js';
+import { type CommitRow, IndexDb, type StoredObject } from '../meta/index-db.js';
 import {
   assertChecksum,
   type Checksum,
@@ -31,7 +31,7 @@ import {
 import type { BlobStore } from '../store/blob-store.js';
 import { type ObjectRef, ObjectStore } from '../store/object-store.js';
 import { openBlobStore, parseRepoUrl } from '../store/open.js';
-import { checkClosure, commitClosure, commitStats } from './closure.js';
+import { type ClosureFacts, checkClosure, type LearntFacts, MemoryFacts } from './closure.js';
 import {
   ARCHIVE_CONFIG,
   CONFIG_KEY,
@@ -88,6 +88,19 @@ const COMMIT_ATTEMPTS = 10;
 const PUBLISH_ATTEMPTS = 200;
 
 /**
+ * Uploaded objects are remembered in the index in batches of this many: one SQLite transaction per
+ * object would cost ~6,000 commits per sysroot push, one per batch a few ms in all.
+ */
+const STORED_BATCH = 1000;
+
+/**
+ * Uploaded dirtrees kept in memory for the closure check of the ref move that follows: a Debian
+ * sysroot's ~680 dirtrees are ~0.5 MB, and reading them back costs ~680 GETs on S3 (~1 s at 32 at
+ * once). 32 MiB holds the trees of dozens of pushes; the oldest go first.
+ */
+const RECENT_TREE_BYTES = 32 * 1024 ** 2;
+
+/**
  * The index is node-local derived data: beside a directory repository, or for a bucket in the
  * user's cache directory (one file per location), since a bucket is shared by many nodes.
  */
@@ -114,6 +127,11 @@ export function defaultActor(): string {
 export class Repository {
   readonly objects: ObjectStore;
   private indexDb: IndexDb | undefined;
+  /** Objects verified and stored by this process, not yet written to the index (see noteStored). */
+  private stored: StoredObject[] = [];
+  /** Dirtrees verified and stored by this process, oldest first (see RECENT_TREE_BYTES). */
+  private readonly recentTrees = new Map<Checksum, Buffer>();
+  private recentTreeBytes = 0;
 
   private constructor(
     readonly blobs: BlobStore,
@@ -188,8 +206,66 @@ export class Repository {
   }
 
   close(): void {
+    if (this.indexDb) this.flushStored(this.indexDb);
     this.indexDb?.close();
     this.indexDb = undefined;
+  }
+
+  /**
+   * Remember that an object is in the store, verified (the server calls this for every upload it
+   * stored or found there), with a file's uncompressed size, and a dirtree's bytes: the closure
+   * check of the next ref move then trusts the index instead of asking the store about each of
+   * ~6,000 objects, and reads no dirtree back.
+   */
+  noteStored(o: StoredObject, dirtree?: Buffer): void {
+    if (o.type === 'dirtree' && dirtree && !this.recentTrees.has(o.checksum)) {
+      // An own copy: a small Buffer may be a slice of an 8 KiB pool slab, which it would keep alive.
+      this.recentTrees.set(o.checksum, Buffer.from(new Uint8Array(dirtree).buffer));
+      this.recentTreeBytes += dirtree.length;
+      for (const [k, b] of this.recentTrees) {
+        if (this.recentTreeBytes <= RECENT_TREE_BYTES) break;
+        this.recentTrees.delete(k);
+        this.recentTreeBytes -= b.length;
+      }
+    }
+    this.stored.push({ checksum: o.checksum, type: o.type, size: o.size ?? null });
+    if (this.stored.length < STORED_BATCH) return;
+    // Derived data: if the index cannot be written, the closure check asks the store instead.
+    this.index().then(
+      (db) => this.flushStored(db),
+      () => {},
+    );
+  }
+
+  private flushStored(db: IndexDb): void {
+    if (this.stored.length) db.putObjects(this.stored.splice(0));
+  }
+
+  /** What the closure check may take as known: the index, and the dirtrees uploaded here. */
+  private closureFacts(db: IndexDb): ClosureFacts {
+    return {
+      completeTree: (tree) => db.completeTree(tree),
+      storedObject: (checksum, type) => db.storedObject(checksum, type),
+      dirtree: (tree) => this.recentTrees.get(tree),
+    };
+  }
+
+  /** Keep what a closure check learnt, for the next one. */
+  private remember(db: IndexDb, learnt: LearntFacts): void {
+    db.putObjects(learnt.objects);
+    db.putTrees(learnt.trees);
+  }
+
+  /**
+   * A commit's total size and file count, from the figures the index knows for its unchanged
+   * subtrees and the store for the rest; undefined if the commit's closure is incomplete.
+   */
+  async commitStats(checksum: Checksum): Promise<{ totalSize: number; fileCount: number } | undefined> {
+    const db = await this.index();
+    this.flushStored(db);
+    const check = await checkClosure(this.objects, checksum, this.closureFacts(db), { sizes: true });
+    this.remember(db, check.learnt);
+    return check.stats;
   }
 
   async readRef(ref: string): Promise<Checksum | undefined> {
@@ -312,10 +388,15 @@ export class Repository {
     // Open (and if needed rebuild) the index before the ref moves, so that it is built from the
     // repository as it was and the move below is recorded on top of it.
     const db = await this.index();
-    let closure: ObjectRef[] | undefined;
+    this.flushStored(db);
+    let stats = o.stats;
     if (o.action !== 'reset') {
-      const checked = await checkClosure(this.objects, to);
-      closure = checked.closure;
+      // The index vouches for objects and whole subtrees found before (closure.ts says why that is
+      // safe); the rest is asked of the store. File sizes are read only when the figures are needed
+      // for the commit's index row: not for an import, which knows them, nor for a known commit.
+      const sizes = !stats && !db.getCommit(to);
+      const checked = await checkClosure(this.objects, to, this.closureFacts(db), { sizes, commit: target });
+      this.remember(db, checked.learnt);
       const lacking = checked.missing;
       if (lacking.length) {
         throw new RegistryError(
@@ -324,6 +405,7 @@ export class Repository {
           { object: objectId(lacking[0]!.checksum, lacking[0]!.type), missing: lacking.length },
         );
       }
+      stats ??= checked.stats;
     }
     const record = await this.blobs.withLock(async () => {
       const last = await readLastRecord(this.blobs, o.ref);
@@ -389,7 +471,7 @@ export class Repository {
     });
     db.recordRefMove(record);
     // A commit built elsewhere (a push) enters the index when a ref first points at it.
-    if (!db.getCommit(to)) await this.indexCommit(to, target, o.stats, closure);
+    if (!db.getCommit(to)) await this.indexCommit(to, target, stats);
     return record;
   }
 
@@ -471,21 +553,14 @@ export class Repository {
     return encodeSummary({ refs, lastModified: Math.floor(Date.now() / 1000) });
   }
 
+  /** A commit's index row; none for a commit whose closure is incomplete (it has no figures). */
   private async indexCommit(
     checksum: Checksum,
     c: Commit,
     stats?: { totalSize: number; fileCount: number },
-    closure?: ObjectRef[],
   ): Promise<void> {
-    const db = await this.index();
-    const s = stats ?? (await commitStats(this.objects, checksum));
-    let objects = closure;
-    if (!objects) {
-      objects = [];
-      for await (const o of commitClosure(this.objects, checksum)) objects.push(o);
-    }
-    db.putObjects(objects);
-    db.putCommit(commitRow(checksum, c, s));
+    const s = stats ?? (await this.commitStats(checksum));
+    if (s) (await this.index()).putCommit(commitRow(checksum, c, s));
   }
 
   /** Rebuild the SQLite index from the repository alone. */
@@ -494,29 +569,46 @@ export class Repository {
     this.indexDb = db;
     const objects: ObjectRef[] = [];
     for await (const o of this.objects.list()) objects.push(o);
+    // The listing says what is stored (not file sizes); what the walks below learn is kept in memory,
+    // so each commit after the first reads only the subtrees that differ from the ones before it.
+    const listed = new Set(objects.map((o) => `${o.checksum}.${o.type}`));
+    const base: ClosureFacts = {
+      completeTree: () => undefined,
+      storedObject: (checksum, type) => (listed.has(`${checksum}.${type}`) ? { size: null } : undefined),
+    };
+    const facts = new MemoryFacts(base);
+    const learnt: LearntFacts = { trees: [], objects: [] };
     const refs = await this.listRefs();
     const records: RefLogRecord[] = [];
     for (const ref of new Set([...refs.map((r) => r.name), ...(await listLoggedRefs(this.blobs))])) {
       for (const r of await readRefLog(this.blobs, ref)) records.push(r.record);
     }
-    const commits: Array<{ checksum: Checksum; c: Commit; stats: { totalSize: number; fileCount: number } }> =
-      [];
+    const commits: Array<{
+      checksum: Checksum;
+      c: Commit;
+      stats?: { totalSize: number; fileCount: number };
+    }> = [];
     for (const o of objects) {
       if (o.type !== 'commit') continue;
       const c = await this.readCommit(o.checksum);
-      let stats = { totalSize: 0, fileCount: 0 };
+      // A partial commit (a pull at depth 0 keeps only the newest tree) or one with a corrupt dirtree
+      // has no figures, and no row: fsck reports it, and a ref move to it, once complete, adds the row.
+      let stats: { totalSize: number; fileCount: number } | undefined;
       try {
-        stats = await commitStats(this.objects, o.checksum);
-      } catch {
-        // A partial commit (a pull at depth 0 keeps only the newest tree) has no stats; fsck reports it.
+        const check = await checkClosure(this.objects, o.checksum, facts, { sizes: true, commit: c });
+        facts.learn(check.learnt);
+        for (const t of check.learnt.trees) learnt.trees.push(t);
+        for (const x of check.learnt.objects) learnt.objects.push(x);
+        stats = check.stats;
+      } catch (e) {
+        if (!(e instanceof RegistryError)) throw e;
       }
       commits.push({ checksum: o.checksum, c, stats });
     }
     db.rebuild(() => {
       db.putObjects(objects);
-      for (const { checksum, c, stats } of commits) {
-        db.putCommit(commitRow(checksum, c, stats));
-      }
+      this.remember(db, learnt);
+      for (const { checksum, c, stats } of commits) if (stats) db.putCommit(commitRow(checksum, c, stats));
       for (const r of records) db.recordRefMove(r);
       // refs/heads is what clients see; a ref with no log (written by ostree itself) is indexed too.
       for (const r of refs) db.putRef(r.name, r.head);

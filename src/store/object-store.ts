@@ -12,6 +12,7 @@ import {
   type Checksum,
   contentHashPrefix,
   type FileMeta,
+  type FilezHeader,
   isSymlink,
   type ObjectType,
   objectId,
@@ -256,6 +257,28 @@ export class ObjectStore {
     const filez = await this.blobs.read(objectPath(checksum, 'file'));
     if (!filez) throw missing(checksum, 'file');
     return verifyFilez(checksum, filez);
+  }
+
+  /**
+   * The header of a content object (its mode, owner and uncompressed size), read from the object's
+   * first bytes and not verified against the checksum: for figures such as a tree's size, never to
+   * trust the payload. Undefined if the object is missing.
+   */
+  async readFileHeader(checksum: Checksum): Promise<FilezHeader | undefined> {
+    const key = objectPath(checksum, 'file');
+    const id = objectId(checksum, 'file');
+    // Headers are 8 bytes + a GVariant of ~50 bytes, plus xattrs: 4 KiB almost always holds one.
+    const stream = await this.blobs.readStream(key, { start: 0, end: 4096 });
+    if (!stream) return undefined;
+    const chunks: Buffer[] = [];
+    for await (const chunk of stream) chunks.push(chunk);
+    const header = parseFilezHeader(Buffer.concat(chunks), id);
+    if (header) return header;
+    const whole = await this.blobs.read(key);
+    if (!whole) return undefined;
+    const h = parseFilezHeader(whole, id);
+    if (!h) throw corrupt(checksum, 'file', 'truncated header', 'truncated .filez header');
+    return h;
   }
 
   async readContentStream(checksum: Checksum): Promise<AsyncIterable<Buffer>> {
