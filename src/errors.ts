@@ -19,6 +19,8 @@ export const ERROR_CODES = [
   'E_CORRUPT_OBJECT',
   'E_NOT_NORMAL_FORM',
   'E_PIN_MISMATCH',
+  // A pack (src/pack/) is not well formed: bad magic, unknown kind, truncated, trailing bytes, bad end checksum.
+  'E_BAD_PACK',
   // The repository refuses the change.
   'E_NOT_FAST_FORWARD',
   'E_NOT_IN_HISTORY',

@@ -118,28 +118,35 @@ export interface FilezHeader {
 export const MAX_FILEZ_HEADER = 10 * 1024 * 1024;
 
 /**
- * Parse the header of a `.filez` from its first bytes. Returns undefined if `buf` is too short to
- * hold the whole header yet (read more and call again).
+ * Split `BE32(len X) ‖ 00000000 ‖ X` off the front of `buf` and decode X as `type` in normal form.
+ * Returns undefined if `buf` is too short to hold the whole header yet.
  */
-export function parseFilezHeader(buf: Uint8Array, id = 'content object'): FilezHeader | undefined {
+function parseFramed(
+  buf: Uint8Array,
+  type: string,
+  id: string,
+  what: string,
+): [unknown[], number] | undefined {
   if (buf.length < 8) return undefined;
   const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
   const len = b.readUInt32BE(0);
   if (len > MAX_FILEZ_HEADER || b.readUInt32BE(4) !== 0) {
-    throw new RegistryError('E_CORRUPT_OBJECT', `${id}: bad .filez header`, { object: id });
+    throw new RegistryError('E_CORRUPT_OBJECT', `${id}: bad ${what}`, { object: id });
   }
   if (b.length < 8 + len) return undefined;
-  let v: unknown[];
   try {
-    v = decode(FILEZ_TYPE, b.subarray(8, 8 + len)) as unknown[];
+    return [decode(type, b.subarray(8, 8 + len)) as unknown[], 8 + len];
   } catch (e) {
     if (e instanceof GVariantError) {
-      throw new RegistryError('E_NOT_NORMAL_FORM', `${id}: .filez header: ${e.message}`, { object: id });
+      throw new RegistryError('E_NOT_NORMAL_FORM', `${id}: ${what}: ${e.message}`, { object: id });
     }
     throw e;
   }
-  const [size, uid, gid, mode, rdev, symlinkTarget, xattrs] = v as [
-    bigint,
+}
+
+/** The fields shared by H and Z, checked as canonical: rdev 0, sorted xattrs, a representable mode. */
+function metaFromFields(fields: unknown[], id: string): FileMeta {
+  const [uid, gid, mode, rdev, symlinkTarget, xattrs] = fields as [
     number,
     number,
     number,
@@ -158,8 +165,38 @@ export function parseFilezHeader(buf: Uint8Array, id = 'content object'): FilezH
     throw new RegistryError('E_CORRUPT_OBJECT', `${id}: non-canonical file header`, { object: id });
   }
   checkMeta(meta);
+  return meta;
+}
+
+/**
+ * Parse the header of a `.filez` from its first bytes. Returns undefined if `buf` is too short to
+ * hold the whole header yet (read more and call again).
+ */
+export function parseFilezHeader(buf: Uint8Array, id = 'content object'): FilezHeader | undefined {
+  const framed = parseFramed(buf, FILEZ_TYPE, id, '.filez header');
+  if (!framed) return undefined;
+  const [[size, ...fields], headerLength] = framed as [[bigint, ...unknown[]], number];
+  const meta = metaFromFields(fields, id);
   const s = bswap64(size);
   if (s > BigInt(Number.MAX_SAFE_INTEGER))
     throw new RegistryError('E_CORRUPT_OBJECT', `${id}: size out of range`);
-  return { meta, size: Number(s), headerLength: 8 + len };
+  return { meta, size: Number(s), headerLength };
+}
+
+export interface ContentHeader {
+  meta: FileMeta;
+  /** Bytes of `contentHashPrefix(meta)`: the file's bytes start here in a content stream. */
+  headerLength: number;
+}
+
+/**
+ * The inverse of contentHashPrefix: parse `BE32(len H) ‖ 00000000 ‖ H` from the first bytes of a
+ * content stream (the bytes a content object's checksum is computed over). The header must be in
+ * normal form and canonical, so `contentHashPrefix(meta)` gives back exactly the bytes parsed.
+ * Returns undefined if `buf` is too short to hold the whole header yet (read more and call again).
+ */
+export function parseContentHeader(buf: Uint8Array, id = 'content object'): ContentHeader | undefined {
+  const framed = parseFramed(buf, HEADER_TYPE, id, 'content header');
+  if (!framed) return undefined;
+  return { meta: metaFromFields(framed[0], id), headerLength: framed[1] };
 }

@@ -1,0 +1,148 @@
+/**
+ * zstd frames of a pack: compress one frame, and decode a stream of them into raw regions that
+ * never straddle a frame, with the frame table built on the way.
+ *
+ * zstd-napi only has synchronous calls; at 1 MiB per frame one call takes ~3 ms to compress (level
+ * 3) and ~1 ms to decompress, short enough not to stall the event loop.
+ */
+import zstd from 'zstd-napi/binding.js';
+import { RegistryError } from '../errors.js';
+import { badPack, DEFAULT_LEVEL, FRAME_TARGET, type FrameInfo, STORE_LEVEL } from './format.js';
+
+/** The zstd level for a writer's `level` option: 0 is store, anything else is zstd's own level. */
+export function zstdLevel(level: number = DEFAULT_LEVEL): number {
+  if (!Number.isInteger(level) || level < STORE_LEVEL || level > zstd.maxCLevel()) {
+    throw new RegistryError(
+      'E_USAGE',
+      `pack compression level ${level} is not an integer in ${STORE_LEVEL}..${zstd.maxCLevel()}`,
+      { found: String(level) },
+    );
+  }
+  return level === 0 ? STORE_LEVEL : level;
+}
+
+/**
+ * One pack frame at a time, single-threaded (so the bytes depend only on the input and the level),
+ * with the content size and XXH64 checksum in every frame.
+ */
+export class FrameCompressor {
+  private readonly cctx = new zstd.CCtx();
+  private scratch: Buffer | undefined;
+
+  constructor(level: number) {
+    this.cctx.setParameter(zstd.CParameter.compressionLevel, zstdLevel(level));
+    this.cctx.setParameter(zstd.CParameter.checksumFlag, 1);
+    this.cctx.setParameter(zstd.CParameter.contentSizeFlag, 1);
+    this.cctx.setParameter(zstd.CParameter.nbWorkers, 0);
+  }
+
+  /** `raw` may be reused by the caller as soon as this returns. Scratch space is sized for FRAME_TARGET. */
+  compress(raw: Uint8Array): Buffer {
+    const bound = zstd.compressBound(raw.length);
+    const out = this.scratch && this.scratch.length >= bound ? this.scratch : Buffer.allocUnsafe(bound);
+    const n = this.cctx.compress2(out, raw);
+    // Sinks may hold chunks a while (a socket's queue): a small frame is copied out so it does not pin
+    // a 1 MiB buffer, a big one is handed over whole and the next frame gets a new scratch buffer.
+    if (n < 0.75 * out.length) {
+      if (out.length <= zstd.compressBound(FRAME_TARGET)) this.scratch = out;
+      return Buffer.from(out.subarray(0, n));
+    }
+    this.scratch = undefined;
+    return out.subarray(0, n);
+  }
+}
+
+/** Decompressed bytes of one frame; `offset` is where `bytes` starts in the frame's raw bytes. */
+export interface Region {
+  bytes: Buffer;
+  frame: number;
+  offset: number;
+}
+
+/** Decode output buffer. Regions are slices of it that are never overwritten (consumers may keep them). */
+const OUT_SIZE = FRAME_TARGET;
+/** Below this much room left, start a new output buffer rather than decode in tiny slivers. */
+const MIN_ROOM = 128 * 1024;
+/** 2^20 = FRAME_TARGET: a frame that asks for a larger window is refused before it allocates one. */
+const WINDOW_LOG_MAX = 20;
+
+/**
+ * Decode a pack's compressed bytes. Yields the raw stream as regions (each inside one frame, at most
+ * 1 MiB) and appends each frame to `frames` once it has ended. Throws E_BAD_PACK for anything that
+ * is not a sequence of non-empty zstd frames of at most FRAME_TARGET raw bytes, including a stream
+ * cut inside a frame. Memory is bounded by the output buffers the consumer keeps: input is decoded
+ * only as fast as regions are taken, so a frame of 1 MiB of zeros (~50 bytes) costs 1 MiB at a time.
+ */
+export async function* decodeFrames(
+  source: AsyncIterable<Uint8Array>,
+  frames: FrameInfo[],
+): AsyncGenerator<Region> {
+  const dctx = new zstd.DCtx();
+  dctx.setParameter(zstd.DParameter.windowLogMax, WINDOW_LOG_MAX);
+  let out = Buffer.allocUnsafe(OUT_SIZE);
+  let pos = 0;
+  let consumedTotal = 0;
+  let frameStart = 0;
+  let frameRaw = 0;
+  let inFrame = false;
+  for await (const chunk of source) {
+    let src = chunk;
+    for (;;) {
+      if (out.length - pos < MIN_ROOM) {
+        out = Buffer.allocUnsafe(OUT_SIZE);
+        pos = 0;
+      }
+      const room = out.length - pos;
+      let ret: number;
+      let produced: number;
+      let consumed: number;
+      try {
+        [ret, produced, consumed] = dctx.decompressStream(out.subarray(pos), src);
+      } catch (e) {
+        throw badPack(
+          `frame ${frames.length} is not a valid zstd frame (${(e as Error).message})`,
+          { frame: frames.length, offset: consumedTotal },
+          e,
+        );
+      }
+      src = src.subarray(consumed);
+      consumedTotal += consumed;
+      if (consumed > 0 || produced > 0) inFrame = true;
+      if (produced > 0) {
+        frameRaw += produced;
+        if (frameRaw > FRAME_TARGET) {
+          throw badPack(`frame ${frames.length} holds more than ${FRAME_TARGET} bytes`, {
+            frame: frames.length,
+            expected: `<= ${FRAME_TARGET} bytes`,
+            found: `${frameRaw} bytes`,
+          });
+        }
+        const bytes = out.subarray(pos, pos + produced);
+        pos += produced;
+        yield { bytes, frame: frames.length, offset: frameRaw - produced };
+      }
+      if (ret === 0 && inFrame) {
+        if (frameRaw === 0) {
+          // A skippable frame, or an empty one: bytes no record accounts for.
+          throw badPack(`frame ${frames.length} is empty`, { frame: frames.length, offset: frameStart });
+        }
+        frames.push({
+          compressedOffset: frameStart,
+          compressedSize: consumedTotal - frameStart,
+          rawSize: frameRaw,
+        });
+        frameStart = consumedTotal;
+        frameRaw = 0;
+        inFrame = false;
+      }
+      // A full output may leave decoded bytes inside the context even when the input is used up.
+      if (src.length === 0 && produced < room) break;
+    }
+  }
+  if (inFrame) {
+    throw badPack(`truncated: the stream ends inside frame ${frames.length}`, {
+      frame: frames.length,
+      offset: consumedTotal,
+    });
+  }
+}
