@@ -9,12 +9,14 @@
 // right after deleting one is 5-10x slower (ext4's inode allocator scans recently deleted inodes),
 // so nothing is deleted between timed runs and the filesystem starts empty.
 //
-// Two halves, each with its own section of docs/performance.md:
+// Three parts, each with its own section of docs/performance.md:
 //   core      commit and checkout against ostree (this file)
 //   transfer  push and pull over loopback against ostree commit, ostree pull from nginx and
 //             zstd | tar (bench/transfer.mjs)
+//   s3        push and cold pull through `sysroot serve` with the repository in a directory and in
+//             a bucket on a real Ceph RGW (bench/s3.mjs)
 //
-// Usage: node bench/run.mjs [--only core|transfer] [--runs N] [--tree amd64-v1] [--no-write]
+// Usage: node bench/run.mjs [--only core|transfer|s3] [--runs N] [--tree amd64-v1] [--no-write]
 //          [--raw FILE]   (transfer: every run's figures as JSON)
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
@@ -33,6 +35,7 @@ import {
   timed,
   writeDocSection,
 } from './common.mjs';
+import { runS3 } from './s3.mjs';
 import { runTransfer } from './transfer.mjs';
 
 const args = process.argv.slice(2);
@@ -45,9 +48,9 @@ const TREE_NAME = opt('--tree', 'amd64-v1');
 const ONLY = opt('--only', 'all');
 const WRITE_DOCS = !args.includes('--no-write');
 
-if (!['all', 'core', 'transfer'].includes(ONLY) || !(RUNS >= 1)) {
+if (!['all', 'core', 'transfer', 's3'].includes(ONLY) || !(RUNS >= 1)) {
   process.stderr.write(
-    'usage: node bench/run.mjs [--only core|transfer] [--runs N] [--tree NAME] [--no-write] [--raw FILE]\n',
+    'usage: node bench/run.mjs [--only core|transfer|s3] [--runs N] [--tree NAME] [--no-write] [--raw FILE]\n',
   );
   process.exit(2);
 }
@@ -172,5 +175,13 @@ async function transfer() {
   if (raw) writeFileSync(raw, `${JSON.stringify({ medians: r.m, runs: r.results }, null, 2)}\n`);
 }
 
-if (ONLY !== 'transfer') core();
-if (ONLY !== 'core') await transfer();
+async function s3() {
+  const r = await withWorkdir('s3', (dir) => runS3({ dir, runs: RUNS }));
+  process.stdout.write(`\n${r.table}\n\n${r.env}\n\n${r.notes}\n`);
+  if (WRITE_DOCS)
+    writeDocSection('s3', `${r.table}\n\n${r.env}\n\n${r.notes}`, '<!-- bench:transfer:end -->');
+}
+
+if (ONLY === 'all' || ONLY === 'core') core();
+if (ONLY === 'all' || ONLY === 'transfer') await transfer();
+if (ONLY === 'all' || ONLY === 's3') await s3();

@@ -28,10 +28,12 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** Every command that opens a repository takes a directory or a bucket prefix (src/store/open.ts). */
+const REPO_FLAG = '--repo <dir|s3://bucket/prefix>';
+const REPO_HELP = 'repository: a directory or s3://BUCKET/PREFIX';
+
 const repoOption = () =>
-  new Option('--repo <dir>', 'repository directory (default: $SYSROOT_REPO)')
-    .env('SYSROOT_REPO')
-    .makeOptionMandatory();
+  new Option(REPO_FLAG, `${REPO_HELP} (default: $SYSROOT_REPO)`).env('SYSROOT_REPO').makeOptionMandatory();
 const jsonOption = () => new Option('--json', 'print machine-readable JSON on stdout');
 
 function examples(lines: string[]): string {
@@ -79,7 +81,10 @@ export function buildProgram(): Command {
     .command('init')
     .description('create an empty repository (an OSTree archive-z2 repository)')
     .addOption(repoOption())
-    .addHelpText('after', examples(['sysroot init --repo /srv/sysroots']))
+    .addHelpText(
+      'after',
+      examples(['sysroot init --repo /srv/sysroots', 'sysroot init --repo s3://releases/sysroots']),
+    )
     .action(lazy('init'));
 
   addCommitOptions(
@@ -128,9 +133,7 @@ export function buildProgram(): Command {
   program
     .command('log')
     .description("a ref's history from the ref log, newest first, each entry with its pin")
-    .addOption(
-      new Option('--repo <dir>', 'repository directory (default: $SYSROOT_REPO)').env('SYSROOT_REPO'),
-    )
+    .addOption(new Option(REPO_FLAG, `${REPO_HELP} (default: $SYSROOT_REPO)`).env('SYSROOT_REPO'))
     .option('--url <url>', 'ask a registry server instead of a local repository')
     .argument('<ref>')
     .addOption(jsonOption())
@@ -211,9 +214,7 @@ export function buildProgram(): Command {
   program
     .command('serve')
     .description('serve a repository over HTTP: OSTree routes under /repo/, JSON API under /api/v1/')
-    .addOption(
-      new Option('--repo <dir>', 'repository directory (default: $SYSROOT_REPO, or "repo" in --config)'),
-    )
+    .addOption(new Option(REPO_FLAG, `${REPO_HELP} (default: $SYSROOT_REPO, or "repo" in --config)`))
     .option('--listen <host:port>', 'address to listen on (default 127.0.0.1:8080)')
     .option('--config <file>', 'JSON configuration file (docs/configuration.md)')
     .option('--no-anonymous-pull', 'require a token with the pull scope for reads')
@@ -221,7 +222,13 @@ export function buildProgram(): Command {
       '--redirect-objects',
       'answer object GETs with a redirect to a presigned S3 URL (S3 repositories)',
     )
-    .addHelpText('after', examples(['sysroot serve --repo /srv/sysroots --listen 0.0.0.0:8080']))
+    .addHelpText(
+      'after',
+      examples([
+        'sysroot serve --repo /srv/sysroots --listen 0.0.0.0:8080',
+        'sysroot serve --repo s3://releases/sysroots --listen 0.0.0.0:8080 --redirect-objects',
+      ]),
+    )
     .action(lazy('serve'));
 
   const token = program.command('token').description('manage push/pull/admin tokens of a repository');

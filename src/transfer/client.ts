@@ -286,8 +286,12 @@ export class RegistryClient {
         headers,
         body: body ?? null,
         signal: idle.signal,
-        // Node's fetch requires duplex 'half' for a streamed request body.
-        ...(streamed ? { duplex: 'half' as const } : {}),
+        // Node's fetch requires duplex 'half' for a streamed request body. redirect 'error' too: with
+        // 'follow', Node 20's undici (6.24) tees the body for a redirect it could never replay, and the
+        // unread branch keeps every byte sent: 465 MB RSS to push one 384 MiB object, ~130 MB with
+        // this (nodejs/undici#4058; fixed in undici by #5456, June 2026). A streamed PUT has no
+        // redirect to follow anyway: undici cannot resend a stream.
+        ...(streamed ? { duplex: 'half' as const, redirect: 'error' as const } : {}),
       });
     } catch (e) {
       idle.stop();
