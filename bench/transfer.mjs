@@ -3,20 +3,23 @@
 // Every run gets a fresh registry (`sysroot serve` on 127.0.0.1, port 0) and nginx serving the
 // same repository directory (the store is an OSTree archive repository), then:
 //
-//   push v1            sysroot push (fresh SYSROOT_CACHE_DIR)   vs  ostree commit (fresh archive repo)
+//   push v1            sysroot push (hash, one pack)            vs  ostree commit (fresh archive repo)
 //   cold pull v1       sysroot pull (empty cache)               vs  ostree pull from nginx + checkout,
 //                                                                   and zstd -dc v1.tar.zst | tar -x
-//   push v2 on v1      sysroot push (the v1 push's cache)       vs  ostree commit of v2 on top of v1
+//   push v2 on v1      sysroot push (hash, one pack)            vs  ostree commit of v2 on top of v1
 //   pull v2, v1 cached sysroot pull (the cold pull's cache)     vs  ostree pull (the v1 client repo)
-//   no-op pull         sysroot pull of the ref again, all cached vs ostree pull (nothing new) + checkout
-//   (and the floors of a no-op: sysroot pull of a pinned, cached commit (no server), `sysroot checkout`
+//   no-op pull         sysroot pull of the ref into the DEST     vs ostree pull (nothing new)
+//                      that already holds it (writes nothing)
+//   16 at once         16 concurrent cold sysroot pulls (16      vs 16 concurrent ostree pulls from
+//                      caches and DESTs)                            nginx into 16 fresh repositories
+//   (and the floors: sysroot pull of a pinned, cached commit into a new DEST (no server), `sysroot checkout`
 //   from the pull cache vs `ostree checkout`, and `sysroot --version`)
 //
 // Tools alternate which goes first from one run to the next; we report medians, the ratio to the
 // peer, and the targets of the fast-transfer issue. Requests and bytes come from the servers' access
 // logs (body bytes); server CPU from /proc/PID/stat around each operation.
 import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readFileSync, statSync, watch } from 'node:fs';
+import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, watch } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -51,6 +54,7 @@ const TARGETS = {
     { label: '≤ 7 MB', test: (r) => r.bytes <= 7 * MB },
   ],
   noop: [{ label: '≤ 0.3 s', test: (r) => r.secs <= 0.3 }],
+  many: [{ label: '≤ 0.5×', test: (r) => r.ratio <= 0.5 }],
 };
 
 /** CPU seconds (user + system) a live process has used so far. */
@@ -208,6 +212,28 @@ async function measure(cmd, args, { env, server, checkoutDest } = {}) {
   };
 }
 
+/** Concurrent pulls in the last row. */
+const MANY = 16;
+
+/** Commands run all at once, timed as one operation: wall time until the last one ended. */
+async function measureMany(cmds, server) {
+  execFileSync('sync');
+  server.log.skip();
+  const cpu0 = procCpu(server.pid);
+  const t0 = Date.now();
+  const rs = await Promise.all(cmds.map(([cmd, args, opts]) => timedAsync(cmd, args, opts)));
+  const secs = (Date.now() - t0) / 1000;
+  const lines = await server.log.next();
+  return {
+    secs,
+    rssMb: Math.max(...rs.map((r) => r.rssMb)),
+    cpu: rs.reduce((s, r) => s + r.cpu, 0),
+    requests: lines.length,
+    bytes: lines.reduce((s, l) => s + l.bytes, 0),
+    serverCpu: procCpu(server.pid) - cpu0,
+  };
+}
+
 /** Two commands timed as one operation (ostree pull, then ostree checkout). */
 function combine(a, b) {
   return {
@@ -223,21 +249,29 @@ function combine(a, b) {
 }
 
 const finite = (x) => (Number.isFinite(x) ? x : Number.NaN);
-const lastTime = (lines, pred) => finite(Math.max(...lines.filter(pred).map((l) => l.t)));
 const firstTime = (lines, pred) => finite(Math.min(...lines.filter(pred).map((l) => l.t)));
 const isObjectGet = (l) => l.method === 'GET' && l.path.startsWith('/repo/objects/');
 
-/** Where a push's time went, from the server's log: start-up, import, upload, ref move. */
+/**
+ * Where a push's time went, from the server's log (each line is written when its answer has gone,
+ * with the request's duration): start-up (until the GET of the ref), hash (until the missing-objects
+ * query), the query, the pack (client deflate + upload + server verify and store: one request), the
+ * ref move.
+ */
 function pushPhases(r) {
-  const t0 = firstTime(r.lines, () => true);
-  const missing = firstTime(r.lines, (l) => l.path === '/api/v1/objects/missing');
-  const lastPut = lastTime(r.lines, (l) => l.method === 'PUT' && l.path.startsWith('/api/v1/objects/'));
-  const refPut = r.lines.find((l) => l.method === 'PUT' && l.path.startsWith('/api/v1/refs/'));
+  const line = (pred) => r.lines.find(pred);
+  const get = line((l) => l.method === 'GET' && l.path.startsWith('/api/v1/refs/'));
+  const missing = line((l) => l.path === '/api/v1/objects/missing');
+  const packs = r.lines.filter((l) => l.path === '/api/v1/packs');
+  const refPut = line((l) => l.method === 'PUT' && l.path.startsWith('/api/v1/refs/'));
+  const begin = (l) => (l ? l.t - l.ms : Number.NaN);
   return {
-    startSecs: (t0 - r.startedMs) / 1000,
-    importSecs: (missing - t0) / 1000,
-    uploadSecs: (lastPut - missing) / 1000,
+    startSecs: (begin(get) - r.startedMs) / 1000,
+    hashSecs: (begin(missing) - (get?.t ?? Number.NaN)) / 1000,
+    missingSecs: (missing?.ms ?? Number.NaN) / 1000,
+    uploadSecs: packs.reduce((s, l) => s + l.ms, 0) / 1000,
     refSecs: (refPut?.ms ?? Number.NaN) / 1000,
+    packs: packs.length,
     objectPuts: r.lines.filter((l) => l.method === 'PUT' && l.path.startsWith('/api/v1/objects/')).length,
   };
 }
@@ -295,7 +329,12 @@ async function oneRun(i, ctx) {
         { env: pushEnv, server: registry },
       );
       const json = JSON.parse(r.stdout);
-      return pick(r, { ...pushPhases(r), bytes: json.uploaded.bytes, commit: json.commit });
+      return pick(r, {
+        ...pushPhases(r),
+        bytes: json.uploaded.bytes,
+        records: json.uploaded.objects,
+        commit: json.commit,
+      });
     };
     const commit = (input) =>
       measure('ostree', ['commit', `--repo=${ostreeRepo}`, `--branch=${REF}`, '--subject=bench', input]);
@@ -342,21 +381,24 @@ async function oneRun(i, ctx) {
       else out.v2Ostree = await ostreePull(p('co-ostree-v2'));
       done(`${tool} v2 pull`, tool === 'sysroot' ? out.v2Sysroot : out.v2Ostree);
     }
-    // 5. no-op pull: everything cached, into a new directory (so it includes a checkout); and, in
+    // 5. no-op pull: the ref again into the DEST of the v2 pull, which holds it (nothing to write;
+    // ostree: a pull with nothing new); and, in
     // the same rotation, the pull of a pinned commit the cache has, which needs no server at all.
     for (const tool of three(['sysroot', 'ostree', 'pinned'])) {
-      if (tool === 'sysroot') out.noopSysroot = await sysrootPull(REF, p('co-sysroot-noop'));
-      else if (tool === 'ostree') out.noopOstree = await ostreePull(p('co-ostree-noop'));
-      else out.pinned = await sysrootPull(out.pushV2.commit, p('co-sysroot-pinned'));
+      if (tool === 'sysroot') out.noopSysroot = await sysrootPull(REF, p('co-sysroot-v2'));
+      else if (tool === 'ostree') {
+        const args = [`--repo=${client}`, 'pull', 'r', REF];
+        out.noopOstree = pick(await measure('ostree', args, { server: ngx }));
+      } else out.pinned = await sysrootPull(out.pushV2.commit, p('co-sysroot-pinned'));
       const r = { sysroot: out.noopSysroot, ostree: out.noopOstree, pinned: out.pinned }[tool];
       done(tool === 'pinned' ? 'sysroot pinned cached pull' : `${tool} no-op pull`, r);
     }
-    // The floors of a no-op pull: the checkout alone from the same cache (it is an archive
-    // repository) and from ostree's client repository, and node + the CLI's start-up.
+    // The floors: the checkout alone from an archive repository (the registry's own) and from
+    // ostree's client repository, and node + the CLI's start-up.
     for (const tool of two(['sysroot', 'ostree'])) {
       if (tool === 'sysroot') {
         const dest = p('co-sysroot-checkout');
-        const args = ['checkout', '--repo', pullCache, out.pushV2.commit, dest];
+        const args = ['checkout', '--repo', registry.repo, out.pushV2.commit, dest];
         const r = await measure(NODE, [BIN, ...args], { env: pullEnv, checkoutDest: dest });
         out.checkoutSysroot = pick(r, pullPhases(r));
       } else {
@@ -367,6 +409,29 @@ async function oneRun(i, ctx) {
     }
     out.start = pick(await measure(NODE, [BIN, '--version']));
     done('sysroot --version', out.start);
+    // 6. 16 cold pulls at once from one server: sysroot (16 caches, 16 DESTs, with checkouts) vs
+    // ostree pull from nginx into 16 fresh repositories.
+    for (const tool of two(['sysroot', 'ostree'])) {
+      const cmds = Array.from({ length: MANY }, (_, k) => {
+        if (tool === 'sysroot') {
+          const env = sysrootEnv({ SYSROOT_CACHE_DIR: p(`many-cache-${k}`) });
+          return [NODE, [BIN, 'pull', '--url', registry.url, REF, p(`many-co-${k}`)], { env }];
+        }
+        const repo = p(`many-ostree-${k}`);
+        execFileSync('ostree', ['init', `--repo=${repo}`, '--mode=archive']);
+        execFileSync('ostree', [`--repo=${repo}`, 'remote', 'add', '--no-gpg-verify', 'r', nginx.url]);
+        return ['ostree', [`--repo=${repo}`, 'pull', 'r', REF], {}];
+      });
+      const r = await measureMany(cmds, tool === 'sysroot' ? registry : ngx);
+      if (tool === 'sysroot') out.manySysroot = r;
+      else out.manyOstree = r;
+      done(`${tool} ${MANY} concurrent cold pulls`, r);
+    }
+    // 16 x (tree + cache) and 16 ostree repositories: ~3.7 GB a run, more than the work filesystem
+    // holds for 3 runs. Removed once measured, and synced before the next run's first timing.
+    for (const name of readdirSync(runDir))
+      if (name.startsWith('many-')) rmSync(p(name), { recursive: true });
+    execFileSync('sync');
   } finally {
     await nginx?.stop();
     await registry.stop();
@@ -416,14 +481,27 @@ function tableRows(m) {
       TARGETS.pullV2,
     ],
     [
-      'no-op pull of the ref + checkout',
+      'no-op pull of the ref (DEST already holds it)',
       m.noopSysroot,
-      'ostree pull (no-op) + checkout',
+      'ostree pull (no-op)',
       m.noopOstree,
       TARGETS.noop,
     ],
     ['pull of a pinned, cached commit + checkout (no server)', m.pinned, '—', null, []],
-    ['checkout alone, from the pull cache', m.checkoutSysroot, 'ostree checkout', m.checkoutOstree, []],
+    [
+      `${MANY} concurrent cold pulls + checkouts (${MANY} caches and DESTs)`,
+      m.manySysroot,
+      `${MANY} concurrent ostree pull (nginx, ${MANY} repos)`,
+      m.manyOstree,
+      TARGETS.many,
+    ],
+    [
+      'checkout alone, from an archive repository',
+      m.checkoutSysroot,
+      'ostree checkout',
+      m.checkoutOstree,
+      [],
+    ],
     ['`sysroot --version` (process start)', m.start, '—', null, []],
   ];
 }
@@ -442,7 +520,7 @@ function table(m) {
     const oursMb = name.startsWith('push') ? `${mb(ours.bytes)} up` : ours.requests ? mb(ours.bytes) : '—';
     let peerReq = '—';
     let peerMb = '—';
-    if (peerName.startsWith('ostree pull')) [peerReq, peerMb] = [over(peer), mb(peer.bytes)];
+    if (peerName.includes('ostree pull')) [peerReq, peerMb] = [over(peer), mb(peer.bytes)];
     if (peerName.startsWith('zstd')) peerMb = `${mb(peer.bytes)} (file)`;
     lines.push(
       `| ${name} | ${fmt(ours.secs)} | ${fmt(ours.rssMb, 0)} | ${over(ours)} | ${oursMb} | ${peerName} | ` +
@@ -461,38 +539,45 @@ function notes(m) {
   const busy = (r, server) => pct(r.cpu + server, cores * r.secs);
   const refVsV1 = p2.refSecs / p1.refSecs;
   return [
-    `- **push v1** (${fmt(p1.secs)} s): ${fmt(p1.startSecs)} s start-up, ${fmt(p1.importSecs)} s import ` +
-      `(hash + deflate, both cores), ${fmt(p1.uploadSecs)} s uploading ${p1.objectPuts} objects with one ` +
-      `PUT each, and ${fmt(p1.refSecs)} s in the ref move (one PUT, timed by the server). The server used ` +
-      `${fmt(p1.serverCpu)} s of CPU (it verifies every object) and the client ${fmt(p1.cpu)} s: ` +
+    `- **push v1** (${fmt(p1.secs)} s, ${p1.requests} requests): ${fmt(p1.startSecs)} s start-up, ` +
+      `${fmt(p1.hashSecs)} s hashing the tree (no deflate, both cores), ${fmt(p1.missingSecs)} s asking ` +
+      `which of its objects the server lacks (one request), ${fmt(p1.uploadSecs)} s for one pack of ` +
+      `${p1.records} records (${mb(p1.bytes)} MB: the client deflating only what is missing while the ` +
+      `server verifies and stores it), and ${fmt(p1.refSecs)} s in the ref move (timed by the server). ` +
+      `The server used ${fmt(p1.serverCpu)} s of CPU and the client ${fmt(p1.cpu)} s: ` +
       `${busy(p1, p1.serverCpu)} of ${cores} cores over the whole push. \`ostree commit\` uses ` +
       `${fmt(m.commitV1.cpu)} s of CPU in ${fmt(m.commitV1.secs)} s: one core.`,
-    `- **push v2** (${fmt(p2.secs)} s): import ${fmt(p2.importSecs)} s (${p2.objectPuts} new objects, ` +
-      `${mb(p2.bytes)} MB), upload ${fmt(p2.uploadSecs)} s, ref move ${fmt(p2.refSecs)} s ` +
-      `(${pct(p2.refSecs, p2.secs)} of the push; ${fmt(refVsV1)}× v1's ref move, for ` +
-      `${pct(p2.objectPuts, p1.objectPuts)} of its objects). \`ostree commit\` compresses the whole tree ` +
-      `again (${fmt(m.commitV2.cpu)} s of CPU).`,
-    `- **cold pull** (${fmt(cs.secs)} s): ${fmt(cs.fetchSecs)} s until the checkout starts (start-up, the ` +
-      `ref, ${cs.objectGets} GETs: one per object, each verified), then ${fmt(cs.checkoutSecs)} s of ` +
-      `checkout (ostree: pull ${fmt(co.pullSecs)} s, checkout ${fmt(co.checkoutSecs)} s). For the same ` +
-      `requests and bytes \`sysroot serve\` used ${fmt(cs.serverCpu)} s of CPU and nginx ` +
+    `- **push v2** (${fmt(p2.secs)} s, ${p2.requests} requests): hash ${fmt(p2.hashSecs)} s, missing ` +
+      `${fmt(p2.missingSecs)} s, one pack of ${p2.records} records (${mb(p2.bytes)} MB) in ` +
+      `${fmt(p2.uploadSecs)} s, ref move ${fmt(p2.refSecs)} s (${pct(p2.refSecs, p2.secs)} of the push; ` +
+      `${fmt(refVsV1)}× v1's ref move). \`ostree commit\` compresses the whole tree again ` +
+      `(${fmt(m.commitV2.cpu)} s of CPU).`,
+    `- **cold pull** (${fmt(cs.secs)} s, ${cs.requests} requests): ${fmt(cs.fetchSecs)} s until the ` +
+      `checkout starts (start-up, the ref, the start of one pack of ${mb(cs.bytes)} MB), then ` +
+      `${fmt(cs.checkoutSecs)} s of checkout while the pack arrives, each record verified before it is ` +
+      `written (ostree: pull ${fmt(co.pullSecs)} s, checkout ${fmt(co.checkoutSecs)} s). ` +
+      `\`sysroot serve\` used ${fmt(cs.serverCpu)} s of CPU and nginx ` +
       `${fmt(co.serverCpu)} s; the clients ${fmt(cs.cpu)} s (sysroot) and ${fmt(co.cpu)} s (ostree pull + ` +
       `checkout): client + server keep ${busy(cs, cs.serverCpu)} of ${cores} cores busy for sysroot, ` +
       `${busy(co, co.serverCpu)} for ostree. \`zstd | tar\` reads one ${mb(cz.bytes)} MB stream with ` +
       `${fmt(cz.cpu)} s of CPU.`,
-    `- **v2 with v1 cached** (${fmt(vs.secs)} s): ${fmt(vs.fetchSecs)} s until the checkout starts ` +
-      `(start-up, the walk of the cached closure, ${vs.objectGets} object GETs of ${mb(vs.bytes)} MB: ` +
-      'whole ' +
-      `objects, no deltas), against ${fmt(vo.pullSecs)} s for \`ostree pull\` (${vo.requests} requests); ` +
-      `then the checkout of the whole tree, ${fmt(vs.checkoutSecs)} s (ostree checkout: ` +
-      `${fmt(vo.checkoutSecs)} s).`,
-    `- **no-op** (${fmt(ns.secs)} s, ${ns.requests} request): ${fmt(ns.fetchSecs)} s before the checkout ` +
-      `starts (node start-up alone: ${fmt(start.secs)} s; the first request is answered at ` +
-      `${fmt(ns.startSecs)} s), then ${fmt(ns.checkoutSecs)} s of checkout ` +
-      `(${pct(ns.checkoutSecs, ns.secs)}). ` +
-      `Without a server (pinned): ${fmt(pinned.fetchSecs)} s + ${fmt(pinned.checkoutSecs)} s; a plain ` +
-      `\`sysroot checkout\` from the cache: ${fmt(ck.fetchSecs)} s + ${fmt(ck.checkoutSecs)} s` +
-      (ns.checkoutSecs > 0.3 ? ': writing the new tree alone takes longer than the 0.3 s target.' : '.'),
+    `- **v2 with v1 cached** (${fmt(vs.secs)} s, ${vs.requests} requests): ${fmt(vs.fetchSecs)} s until ` +
+      `the checkout starts (start-up, the ref, the start of one update pack of ${mb(vs.bytes)} MB from ` +
+      `the cached v1), then ${fmt(vs.checkoutSecs)} s writing the whole tree: the update pack's records ` +
+      `as they arrive, the rest from the cached v1 pack; against ${fmt(vo.pullSecs)} s for ` +
+      `\`ostree pull\` (${vo.requests} requests) and ${fmt(vo.checkoutSecs)} s for its checkout.`,
+    `- **no-op** (${fmt(ns.secs)} s, ${ns.requests} request): DEST is the cache's own checkout of the ` +
+      `ref's head (same inode, root mtime 0), so the ref is all that is asked and nothing is written ` +
+      `(node start-up alone: ${fmt(start.secs)} s; the request is answered at ${fmt(ns.startSecs)} s). ` +
+      `A pinned, cached commit into a new DEST (no server): ${fmt(pinned.fetchSecs)} s + ` +
+      `${fmt(pinned.checkoutSecs)} s of checkout from the cached pack; \`sysroot checkout\` from an ` +
+      `archive repository: ${fmt(ck.fetchSecs)} s + ${fmt(ck.checkoutSecs)} s.`,
+    `- **${MANY} at once** (${fmt(m.manySysroot.secs)} s, ${m.manySysroot.requests} requests, ` +
+      `${mb(m.manySysroot.bytes)} MB): ${MANY} cold pulls with checkouts against one \`sysroot serve\`, ` +
+      `which used ${fmt(m.manySysroot.serverCpu)} s of CPU (one stored pack, sent ${MANY} times); ` +
+      `the clients ${fmt(m.manySysroot.cpu)} s. ${MANY} \`ostree pull\` from nginx (no checkouts): ` +
+      `${fmt(m.manyOstree.secs)} s, ${m.manyOstree.requests} requests, clients ` +
+      `${fmt(m.manyOstree.cpu)} s of CPU.`,
   ].join('\n');
 }
 

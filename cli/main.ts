@@ -195,6 +195,15 @@ export function buildProgram(): Command {
     .action(lazy('reindex'));
 
   program
+    .command('pack')
+    .description("generate and store a commit's pack, or the update pack from --from, as the server does")
+    .argument('<commit>', 'REF, REF@SHA or SHA')
+    .option('--from <sha>', 'an update pack: leave out the closure of this commit')
+    .addOption(repoOption())
+    .addOption(jsonOption())
+    .action(lazy('pack'));
+
+  program
     .command('reset')
     .description('audited rollback: point REF back at a commit already in its history')
     .addOption(repoOption())

@@ -8,6 +8,7 @@
  */
 import { Hono } from 'hono';
 import type { TokenStore } from '../src/auth/tokens.js';
+import { CommitPacks } from '../src/repo/packs.js';
 import type { Repository } from '../src/repo/repository.js';
 import { accessLog } from './access-log.js';
 import { type ApiLimits, apiRoutes } from './api-routes.js';
@@ -15,6 +16,8 @@ import { type AppEnv, authenticate } from './auth.js';
 import { errorResponse, notFound } from './errors.js';
 import { type Logger, silentLogger } from './logger.js';
 import { ostreeRoutes } from './ostree-routes.js';
+import { packRoutes, warmPacks } from './pack-routes.js';
+import { packUploadRoutes } from './pack-upload.js';
 import { DEFAULT_UPLOAD_LIMITS } from './upload.js';
 
 export interface AppDeps {
@@ -55,6 +58,13 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       redirectObjects: deps.redirectObjects ?? false,
     }),
   );
-  app.route('/api/v1', apiRoutes({ repo: deps.repo, anonymousPull: deps.anonymousPull, limits }));
+  const packs = new CommitPacks(deps.repo);
+  const { anonymousPull, redirectObjects } = deps;
+  app.route('/api/v1/packs', packRoutes({ packs, anonymousPull, logger, redirectObjects }));
+  app.route(
+    '/api/v1',
+    apiRoutes({ repo: deps.repo, anonymousPull, limits, onRefMove: (to) => warmPacks(packs, to, logger) }),
+  );
+  app.route('/api/v1', packUploadRoutes({ repo: deps.repo, limits }));
   return app;
 }

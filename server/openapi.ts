@@ -248,6 +248,74 @@ export const OPENAPI = {
         },
       },
     },
+    '/packs': {
+      post: {
+        summary:
+          'upload many objects in one pack (docs/format.md "Packs"): every record verified before it is ' +
+          'stored write-once (any push scope or admin)',
+        description:
+          'Records of kind commit, dirtree, dirmeta, commitmeta and filez; content records are refused ' +
+          '(E_USAGE). A record that fails stops the request; records verified before it stay stored.',
+        security: [{ bearer: [] }],
+        requestBody: { required: true, content: { 'application/octet-stream': { schema: {} } } },
+        responses: {
+          200: answer('every record verified and stored (or already there)', {
+            type: 'object',
+            required: ['records', 'stored', 'existing', 'bytes'],
+            properties: {
+              records: { type: 'integer', description: 'records in the pack' },
+              stored: { type: 'integer', description: 'objects created' },
+              existing: { type: 'integer', description: 'objects already there (nothing written)' },
+              bytes: { type: 'integer', description: 'payload bytes of every record' },
+            },
+          }),
+          400: err(
+            'E_CORRUPT_OBJECT naming the record (details.object / expected / found), E_NOT_NORMAL_FORM, ' +
+              'E_BAD_PACK (not a well-formed pack), E_USAGE (a content record)',
+          ),
+          401: err('E_UNAUTHORIZED'),
+          403: err('E_FORBIDDEN'),
+          413: err('E_LIMIT: a record over 2 GiB (file) or 10 MiB (metadata), configurable'),
+        },
+      },
+    },
+    '/packs/{spec}': {
+      parameters: [
+        {
+          name: 'spec',
+          in: 'path',
+          required: true,
+          description:
+            '`<to>`: the whole closure of commit <to>; `<from>..<to>`: closure(to) less closure(from), an update',
+          schema: { type: 'string', pattern: '^([0-9a-f]{64}\\.\\.)?[0-9a-f]{64}$' },
+        },
+      ],
+      get: {
+        summary: 'a commit, or the update between two commits, as one pack (docs/format.md "Commit packs")',
+        description:
+          'Generated on first request (or after the ref move that made <to> a head) and stored for good; ' +
+          'the same bytes forever. Records: the commit (and commitmeta), then dirmeta and dirtree breadth ' +
+          'first, then one content record (inflated) per distinct file, depth first. Every object is ' +
+          'verified while the pack is generated; an error is JSON, never a cut 200. With redirectObjects on ' +
+          'an S3 store: 307 to a presigned URL of the stored pack. HEAD, ETag / If-None-Match, Range.',
+        responses: {
+          200: {
+            description: 'the pack (Cache-Control: public, max-age=31536000, immutable; strong ETag)',
+            content: { 'application/vnd.sysroot.pack': { schema: {} } },
+          },
+          206: { description: 'a byte range of the pack' },
+          304: { description: 'not modified (If-None-Match)' },
+          307: { description: 'redirect to a presigned URL of the stored pack (redirectObjects, S3)' },
+          400: err('E_INVALID_CHECKSUM: not <64 hex> or <64 hex>..<64 hex>'),
+          401: err('E_UNAUTHORIZED (anonymous pulls off)'),
+          404: err(
+            'E_NOT_FOUND with details.commit: <to> is not a commit here, or <from> is not a commit whose ' +
+              'closure is complete here (ask for the whole pack); E_OBJECT_MISSING: <to> is incomplete',
+          ),
+          500: err('E_CORRUPT_OBJECT naming an object of the closure that does not verify in the store'),
+        },
+      },
+    },
     '/reset/{ref}': {
       parameters: [refParam],
       post: {

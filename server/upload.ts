@@ -98,7 +98,7 @@ async function receiveMetadata(
 }
 
 /** A temp file on the store's own filesystem when it has one, so the final step is a link(2). */
-async function tempFile(repo: Repository): Promise<string> {
+export async function tempFile(repo: Repository): Promise<string> {
   if (repo.blobs instanceof FsBlobStore) return repo.blobs.tempPath();
   return join(tmpdir(), `sysroot-upload-${process.pid}-${randomBytes(8).toString('hex')}`);
 }

@@ -8,22 +8,23 @@ import {
   readFileSync,
   readlinkSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import type { AddressInfo } from 'node:net';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { type ServerType, serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../server/app.js';
 import { TokenStore } from '../src/auth/tokens.js';
 import { type Checksum, decodeDirTree, objectPath } from '../src/objects/index.js';
 import { Repository } from '../src/repo/repository.js';
-import { ObjectCache } from '../src/transfer/cache.js';
 import { remoteLog } from '../src/transfer/client.js';
 import { pull } from '../src/transfer/pull.js';
 import { push } from '../src/transfer/push.js';
 import { sysrootAsync } from './helpers/cli.js';
 import { rejects } from './helpers/expect-code.js';
+import { type PackOptions, packResponse } from './helpers/pack-server.js';
 import { tempDir } from './helpers/repo.js';
 
 interface Registry {
@@ -33,6 +34,11 @@ interface Registry {
   requests: Array<{ method: string; path: string }>;
   /** Answer a request instead of the app (fault injection), or undefined to pass it on. */
   intercept?: (req: { method: string; path: string }) => Response | undefined;
+  /**
+   * Answer the pack routes from test/helpers/pack-server.ts instead of the server (which verifies
+   * what it packs): a server whose store is damaged, or that tampers with a record.
+   */
+  packs?: PackOptions;
   close(): Promise<void>;
 }
 
@@ -44,10 +50,11 @@ async function startRegistry(): Promise<Registry> {
   const server: ServerType = await new Promise((resolve) => {
     const s = serve(
       {
-        fetch: (req: Request) => {
+        fetch: async (req: Request) => {
           const q = { method: req.method, path: new URL(req.url).pathname };
           reg.requests.push(q);
-          return reg.intercept?.(q) ?? app.fetch(req);
+          const bad = reg.packs ? await packResponse(repo, q.path, reg.packs) : undefined;
+          return reg.intercept?.(q) ?? bad ?? app.fetch(req);
         },
         hostname: '127.0.0.1',
         port: 0,
@@ -112,6 +119,17 @@ async function fileObject(repo: Repository, commit: Checksum, path: string): Pro
   return t.files.find((f) => f.name === parts.at(-1))!.checksum;
 }
 
+/** What the pack cache holds: packs, indexes, catalogued commits, temp files. */
+function cacheFiles(cacheDir: string): { packs: string[]; commits: string[]; tmp: string[] } {
+  const dir = join(cacheDir, 'packs');
+  const ls = (d: string): string[] => (existsSync(d) ? readdirSync(d).sort() : []);
+  return {
+    packs: ls(dir).filter((n) => n.endsWith('.pack') || n.endsWith('.idx')),
+    commits: ls(join(dir, 'commits')),
+    tmp: ls(join(dir, 'tmp')),
+  };
+}
+
 async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
   const r = await sysrootAsync(args, env);
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
@@ -130,6 +148,7 @@ describe('pull', () => {
   let src1: string;
   let src2: string;
   const saved = { ...process.env };
+  const paths = (): string[] => reg.requests.map((q) => q.path);
 
   beforeAll(async () => {
     reg = await startRegistry();
@@ -151,24 +170,36 @@ describe('pull', () => {
     await reg?.close();
   });
 
-  it('pulls a ref: the checked-out tree equals what was pushed; a second pull fetches nothing', async () => {
+  it('pulls a ref cold in 2 requests (the ref, one pack); a second pull needs only the ref', async () => {
     const cacheDir = newCache();
     const dest = newDest();
+    reg.requests.length = 0;
     const r = await pull(reg.url, REF, dest, { ...FAST, cacheDir });
+    expect(paths()).toEqual([`/api/v1/refs/${REF}`, `/api/v1/packs/${v2}`]);
     expect(r.commit).toBe(v2);
     expect(r.ref).toBe(REF);
     expect(r.cached).toBe(0);
     expect(r.fetched.objects).toBeGreaterThan(40);
     expect(snapshot(dest)).toEqual(snapshot(src2));
+    const files = cacheFiles(cacheDir);
+    expect(files.packs).toHaveLength(2);
+    expect(files.commits).toEqual([`${v2}.json`]);
+    expect(files.tmp).toEqual([]);
 
     reg.requests.length = 0;
     const again = await pull(reg.url, REF, newDest(), { ...FAST, cacheDir });
     expect(again.fetched).toEqual({ objects: 0, bytes: 0 });
     expect(again.cached).toBe(r.fetched.objects);
-    expect(reg.requests.filter((q) => q.path.startsWith('/repo/'))).toEqual([]);
+    expect(paths()).toEqual([`/api/v1/refs/${REF}`]);
+
+    // A pinned SHA whose closure is cached needs no server at all.
+    reg.requests.length = 0;
+    const pinned = await pull(reg.url, v2, newDest(), { ...FAST, cacheDir });
+    expect(pinned.commit).toBe(v2);
+    expect(reg.requests).toEqual([]);
   });
 
-  it('pulls REF@OLD after two pushes, and a bare SHA, fetching only what the cache lacks', async () => {
+  it('pulls REF@OLD, then the new head as an update pack from it, and a bare SHA', async () => {
     const cacheDir = newCache();
     const dest = newDest();
     const r = await pull(reg.url, `${REF}@${v1}`, dest, { ...FAST, cacheDir });
@@ -176,12 +207,42 @@ describe('pull', () => {
     expect(snapshot(dest)).toEqual(snapshot(src1));
 
     // v2 differs from v1 in os-release, libbig.so, libc.so.6 and 40 small files, plus trees and the commit.
+    reg.requests.length = 0;
+    const upDest = newDest();
+    const u = await pull(reg.url, REF, upDest, { ...FAST, cacheDir });
+    expect(paths()).toEqual([`/api/v1/refs/${REF}`, `/api/v1/packs/${v1}..${v2}`]);
+    expect(snapshot(upDest)).toEqual(snapshot(src2));
+    expect(u.cached).toBeGreaterThan(0);
+    expect(u.fetched.objects).toBeLessThan(r.fetched.objects);
+    expect(u.fetched.bytes).toBeLessThan(r.fetched.bytes);
+    expect(cacheFiles(cacheDir).commits).toEqual([`${v1}.json`, `${v2}.json`].sort());
+
     const byShaDest = newDest();
-    const s = await pull(reg.url, v2, byShaDest, { ...FAST, cacheDir });
+    const s = await pull(reg.url, v1, byShaDest, { ...FAST, cacheDir });
     expect(s.ref).toBeNull();
-    expect(snapshot(byShaDest)).toEqual(snapshot(src2));
-    expect(s.cached).toBeGreaterThan(0);
-    expect(s.fetched.objects).toBeLessThan(r.fetched.objects);
+    expect(s.fetched.objects).toBe(0);
+    expect(snapshot(byShaDest)).toEqual(snapshot(src1));
+  });
+
+  it('asks for the whole closure when the server does not have the cached commit complete', async () => {
+    const cacheDir = newCache();
+    await pull(reg.url, `${REF}@${v1}`, newDest(), { ...FAST, cacheDir });
+    reg.intercept = (q) =>
+      q.path === `/api/v1/packs/${v1}..${v2}`
+        ? Response.json(
+            { error: { code: 'E_NOT_FOUND', message: 'no', details: { commit: v1 } } },
+            { status: 404 },
+          )
+        : undefined;
+    try {
+      reg.requests.length = 0;
+      const dest = newDest();
+      await pull(reg.url, REF, dest, { ...FAST, cacheDir });
+      expect(paths()).toEqual([`/api/v1/refs/${REF}`, `/api/v1/packs/${v1}..${v2}`, `/api/v1/packs/${v2}`]);
+      expect(snapshot(dest)).toEqual(snapshot(src2));
+    } finally {
+      reg.intercept = undefined;
+    }
   });
 
   it('refuses a pin that was never a head of the ref, and a ref that does not exist', async () => {
@@ -205,17 +266,24 @@ describe('pull', () => {
     copyFileSync(join(reg.repo.location, objectPath(v2, 'commit')), target);
     const cacheDir = newCache();
     const dest = newDest();
-    const e = await rejects(pull(reg.url, fake, dest, { ...FAST, cacheDir }), 'E_PIN_MISMATCH');
-    expect(e.details).toMatchObject({ expected: fake, found: v2 });
-    expect(e.message).toContain(fake);
-    expect(e.message).toContain(v2);
-    expect(existsSync(dest)).toBe(false);
-    expect(await (await ObjectCache.open(cacheDir)).has(fake, 'commit')).toBe(false);
+    // The server checks what it packs; this one sends what it has, as a substituting server would.
+    reg.packs = {};
+    try {
+      const e = await rejects(pull(reg.url, fake, dest, { ...FAST, cacheDir }), 'E_PIN_MISMATCH');
+      expect(e.details).toMatchObject({ expected: fake, found: v2 });
+      expect(e.message).toContain(fake);
+      expect(e.message).toContain(v2);
+      expect(existsSync(dest)).toBe(false);
+      expect(cacheFiles(cacheDir)).toEqual({ packs: [], commits: [], tmp: [] });
+    } finally {
+      reg.packs = undefined;
+    }
   });
 
-  it('fails naming a corrupt object on the server: nothing at DEST, the object not cached (exit 4)', async () => {
+  it('fails naming a corrupt object on the server: nothing at DEST, nothing cached (exit 4)', async () => {
     expect((await cli(['remote', 'add', 'corrupt', reg.url])).code).toBe(0);
-    // One object verified in memory, one (9 MiB) streamed through a temp file.
+    // A server that packs its objects unverified (the real one refuses to, naming the object).
+    reg.packs = {};
     for (const file of ['usr/lib/libc.so.6', 'usr/lib/libbig.so']) {
       const bad = await fileObject(reg.repo, v2, file);
       const path = join(reg.repo.location, objectPath(bad, 'file'));
@@ -231,9 +299,7 @@ describe('pull', () => {
         expect(e.details.object).toBe(`${bad}.file`);
         expect(existsSync(dest)).toBe(false);
         expect(readdirSync(dirname(dest))).toEqual([]);
-        const cache = await ObjectCache.open(cacheDir);
-        expect(await cache.has(bad, 'file')).toBe(false);
-        expect(readdirSync(join(cacheDir, 'tmp'))).toEqual([]);
+        expect(cacheFiles(cacheDir)).toEqual({ packs: [], commits: [], tmp: [] });
 
         const c = await cli(['pull', 'corrupt', REF, newDest()], { SYSROOT_CACHE_DIR: newCache() });
         expect(c.code).toBe(4);
@@ -242,15 +308,32 @@ describe('pull', () => {
         writeFileSync(path, good);
       }
     }
+    reg.packs = undefined;
   });
 
-  it('retries 5xx answers, and resumes an interrupted pull fetching only what is missing', async () => {
+  it('fails naming the object when the pack itself was tampered with, caching nothing', async () => {
+    const victim = await fileObject(reg.repo, v2, 'usr/lib/f7.txt');
+    reg.packs = { tamper: victim };
+    try {
+      const cacheDir = newCache();
+      const dest = newDest();
+      const e = await rejects(pull(reg.url, REF, dest, { ...FAST, cacheDir }), 'E_CORRUPT_OBJECT');
+      expect(e.details.object).toBe(`${victim}.file`);
+      expect(e.message).toContain(`${victim}.file`);
+      expect(existsSync(dest)).toBe(false);
+      expect(readdirSync(dirname(dest))).toEqual([]);
+      expect(cacheFiles(cacheDir)).toEqual({ packs: [], commits: [], tmp: [] });
+    } finally {
+      reg.packs = undefined;
+    }
+  });
+
+  it('retries 5xx answers, and a failed update pull resumes from what is cached', async () => {
     const cacheDir = newCache();
-    const flaky = await fileObject(reg.repo, v2, 'etc/os-release');
-    const flakyPath = `/repo/${objectPath(flaky, 'file')}`;
+    const packPath = `/api/v1/packs/${v2}`;
     let failures = 0;
     reg.intercept = (q) => {
-      if (q.path === flakyPath && failures < 2) {
+      if (q.path === packPath && failures < 2) {
         failures++;
         return new Response('busy', { status: 503 });
       }
@@ -260,42 +343,122 @@ describe('pull', () => {
     try {
       const r = await pull(reg.url, REF, newDest(), { ...FAST, cacheDir, onRetry: (w) => retries.push(w) });
       expect(r.commit).toBe(v2);
-      expect(retries).toEqual([`GET ${flakyPath}`, `GET ${flakyPath}`]);
+      expect(retries).toEqual([`GET ${packPath}`, `GET ${packPath}`]);
 
-      // Now the object is unavailable for good: the pull fails, but everything else was cached.
-      const cold = newCache();
-      reg.intercept = (q) => (q.path === flakyPath ? new Response('down', { status: 503 }) : undefined);
+      // With v1 cached, the update pack is unavailable for good: the pull fails, v1 stays cached.
+      const warm = newCache();
+      await pull(reg.url, `${REF}@${v1}`, newDest(), { ...FAST, cacheDir: warm });
+      const update = `/api/v1/packs/${v1}..${v2}`;
+      reg.intercept = (q) => (q.path === update ? new Response('down', { status: 503 }) : undefined);
       const dest = newDest();
-      const e = await rejects(pull(reg.url, REF, dest, { ...FAST, cacheDir: cold }), 'E_IO');
-      expect(e.message).toContain(flakyPath.slice('/repo/'.length));
+      const e = await rejects(pull(reg.url, REF, dest, { ...FAST, cacheDir: warm }), 'E_IO');
+      expect(e.message).toContain(update.slice('/api/v1/'.length));
       expect(existsSync(dest)).toBe(false);
+      expect(cacheFiles(warm).commits).toEqual([`${v1}.json`]);
+      expect(cacheFiles(warm).tmp).toEqual([]);
 
       reg.intercept = undefined;
-      const resumed = await pull(reg.url, REF, dest, { ...FAST, cacheDir: cold });
-      // What the failed pull had verified stays cached; the rerun fetches only the rest.
-      const total = r.fetched.objects + r.cached;
+      reg.requests.length = 0;
+      const resumed = await pull(reg.url, REF, dest, { ...FAST, cacheDir: warm });
+      expect(paths()).toEqual([`/api/v1/refs/${REF}`, update]);
       expect(resumed.cached).toBeGreaterThan(0);
-      expect(resumed.cached + resumed.fetched.objects).toBe(total);
+      expect(resumed.cached + resumed.fetched.objects).toBe(r.fetched.objects);
       expect(snapshot(dest)).toEqual(snapshot(src2));
     } finally {
       reg.intercept = undefined;
     }
   });
 
-  it('evicts an object damaged in the local cache and fetches it again', async () => {
+  it('fetches a pack again when the connection is cut halfway, leaving nothing behind', async () => {
+    const packPath = `/api/v1/packs/${v2}`;
+    const full = Buffer.from(await (await fetch(`${reg.url}${packPath}`)).arrayBuffer());
+    let cuts = 0;
+    reg.intercept = (q) => {
+      if (q.path !== packPath || cuts > 0) return undefined;
+      cuts++;
+      const body = new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(new Uint8Array(full.subarray(0, full.length >> 1)));
+          setTimeout(() => c.error(new Error('cut')), 20);
+        },
+      });
+      return new Response(body, { headers: { 'content-length': String(full.length) } });
+    };
+    try {
+      const cacheDir = newCache();
+      const dest = newDest();
+      const retries: string[] = [];
+      const r = await pull(reg.url, REF, dest, { ...FAST, cacheDir, onRetry: (w) => retries.push(w) });
+      expect(retries).toEqual([`GET ${packPath}`]);
+      expect(r.fetched.bytes).toBe(full.length);
+      expect(snapshot(dest)).toEqual(snapshot(src2));
+      expect(readdirSync(dirname(dest))).toEqual([basename(dest)]);
+      expect(cacheFiles(cacheDir).tmp).toEqual([]);
+    } finally {
+      reg.intercept = undefined;
+    }
+  });
+
+  it('evicts a damaged cached pack or index and fetches the pack again', async () => {
+    for (const damage of ['pack', 'idx'] as const) {
+      const cacheDir = newCache();
+      await pull(reg.url, REF, newDest(), { ...FAST, cacheDir });
+      const name = cacheFiles(cacheDir).packs.find((n) => n.endsWith(`.${damage}`))!;
+      const file = join(cacheDir, 'packs', name);
+      const bytes = readFileSync(file);
+      bytes[Math.floor(bytes.length / 2)]! ^= 0x55;
+      writeFileSync(file, bytes);
+      const notes: string[] = [];
+      const dest = newDest();
+      reg.requests.length = 0;
+      const r = await pull(reg.url, REF, dest, { ...FAST, cacheDir, onNote: (l) => notes.push(l) });
+      expect(r.fetched.objects).toBeGreaterThan(40);
+      expect(paths()).toEqual([`/api/v1/refs/${REF}`, `/api/v1/packs/${v2}`]);
+      expect(notes.join('\n')).toContain(`pack ${name.slice(0, 64)} in the local cache is damaged`);
+      expect(snapshot(dest)).toEqual(snapshot(src2));
+      expect(readFileSync(file)).not.toEqual(bytes);
+    }
+  });
+
+  it("does nothing when DEST already is this cache's checkout of the commit; refuses anything else", async () => {
     const cacheDir = newCache();
-    await pull(reg.url, REF, newDest(), { ...FAST, cacheDir });
-    const victim = await fileObject(reg.repo, v2, 'usr/lib/libc.so.6');
-    const cached = join(cacheDir, objectPath(victim, 'file'));
-    const bytes = readFileSync(cached);
-    bytes[bytes.length - 50]! ^= 0x55;
-    writeFileSync(cached, bytes);
-    const notes: string[] = [];
     const dest = newDest();
-    const r = await pull(reg.url, REF, dest, { ...FAST, cacheDir, onNote: (l) => notes.push(l) });
-    expect(r.fetched.objects).toBe(1);
-    expect(notes.join('\n')).toContain(`${victim}.file in the local cache is damaged`);
+    await pull(reg.url, REF, dest, { ...FAST, cacheDir });
+    reg.requests.length = 0;
+    const r = await pull(reg.url, REF, dest, { ...FAST, cacheDir });
+    expect(r).toMatchObject({ commit: v2, noop: true, fetched: { objects: 0, bytes: 0 }, files: 0 });
+    expect(paths()).toEqual([`/api/v1/refs/${REF}`]);
+    reg.requests.length = 0;
+    expect((await pull(reg.url, v2, dest, { ...FAST, cacheDir })).noop).toBe(true);
+    expect(reg.requests).toEqual([]);
+    const c = await cli(['pull', '--url', reg.url, REF, dest], { SYSROOT_CACHE_DIR: cacheDir });
+    expect({ code: c.code, stdout: c.stdout.trim() }).toEqual({ code: 0, stdout: v2 });
     expect(snapshot(dest)).toEqual(snapshot(src2));
+
+    // Another commit, another cache, or a DEST someone touched: refused as before.
+    await rejects(pull(reg.url, `${REF}@${v1}`, dest, { ...FAST, cacheDir }), 'E_DEST_NOT_EMPTY');
+    await rejects(pull(reg.url, REF, dest, { ...FAST, cacheDir: newCache() }), 'E_DEST_NOT_EMPTY');
+    utimesSync(dest, new Date(), new Date());
+    await rejects(pull(reg.url, REF, dest, { ...FAST, cacheDir }), 'E_DEST_NOT_EMPTY');
+  });
+
+  it('lets several processes pull into one cache at once', async () => {
+    const cacheDir = newCache();
+    const dests = [newDest(), newDest(), newDest()];
+    const runs = await Promise.all(
+      dests.map((d) => cli(['pull', '--url', reg.url, REF, d], { SYSROOT_CACHE_DIR: cacheDir })),
+    );
+    expect(runs.map((r) => ({ code: r.code, stderr: r.code ? r.stderr : '' }))).toEqual(
+      dests.map(() => ({ code: 0, stderr: '' })),
+    );
+    for (const d of dests) expect(snapshot(d)).toEqual(snapshot(src2));
+    const files = cacheFiles(cacheDir);
+    expect(files.packs).toHaveLength(2);
+    expect(files.commits).toEqual([`${v2}.json`]);
+    expect(files.tmp).toEqual([]);
+    reg.requests.length = 0;
+    await pull(reg.url, REF, newDest(), { ...FAST, cacheDir });
+    expect(paths()).toEqual([`/api/v1/refs/${REF}`]);
   });
 
   it('refuses a non-empty DEST before downloading anything', async () => {

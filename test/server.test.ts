@@ -419,6 +419,8 @@ describe('JSON API: reading', () => {
         '/objects/missing',
         '/objects/{name}',
         '/openapi.json',
+        '/packs',
+        '/packs/{spec}',
         '/refs',
         '/refs/{ref}',
         '/reset/{ref}',

@@ -4,7 +4,15 @@
  * purpose; push and pull against the real server are in push.test.ts and pull.test.ts.
  */
 
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -20,8 +28,10 @@ import {
   objectPath,
   sha256,
 } from '../src/objects/index.js';
+import { KIND, PackWriter } from '../src/pack/index.js';
 import { defaultCacheDir, ObjectCache } from '../src/transfer/cache.js';
 import { parseBaseUrl, RegistryClient } from '../src/transfer/client.js';
+import { PackCache } from '../src/transfer/pack-cache.js';
 import { parsePullSpec } from '../src/transfer/pull.js';
 import { commitMetadata } from '../src/transfer/push.js';
 import {
@@ -276,6 +286,102 @@ describe('object cache', () => {
     writeFileSync(cache.blobs.path(objectPath(c, 'dirmeta')), Buffer.from('rotten'));
     expect(await cache.readMetadata(c, 'dirmeta')).toBeUndefined();
     expect(existsSync(cache.blobs.path(objectPath(c, 'dirmeta')))).toBe(false);
+  });
+});
+
+/** A small verified pack: its bytes and index, as PackWriter makes them. */
+async function smallPack(text: string) {
+  const chunks: Buffer[] = [];
+  const w = new PackWriter(async (c) => void chunks.push(c), { threads: false });
+  const dm = encodeDirMeta({ uid: 0, gid: 0, mode: 0o40755, xattrs: [] });
+  await w.add(KIND.dirmeta, sha256(dm), dm);
+  const f = filezOf(text);
+  await w.addContent(
+    f.checksum,
+    { uid: 0, gid: 0, mode: 0o100644, symlinkTarget: '', xattrs: [] },
+    Buffer.from(text),
+  );
+  const { index } = await w.finish();
+  return { bytes: Buffer.concat(chunks), index };
+}
+
+describe('pack cache', () => {
+  it('lives in packs/ of the cache directory; a pack enters under its name only when kept', async () => {
+    const dir = join(tempDir(), 'cache');
+    const cache = await PackCache.open(dir);
+    expect(readdirSync(join(dir, 'packs')).sort()).toEqual(['checkouts', 'commits', 'tmp']);
+    const { bytes, index } = await smallPack('hello');
+    const t = cache.begin();
+    t.write(bytes.subarray(0, 10));
+    t.write(bytes.subarray(10));
+    expect(readdirSync(join(dir, 'packs', 'tmp'))).toHaveLength(1);
+    expect(await t.keep(index)).toBe(index.checksum);
+    expect(
+      readdirSync(join(dir, 'packs'))
+        .filter((n) => n.includes('.'))
+        .sort(),
+    ).toEqual([`${index.checksum}.idx`, `${index.checksum}.pack`]);
+    expect(readdirSync(join(dir, 'packs', 'tmp'))).toEqual([]);
+    const dropped = cache.begin();
+    dropped.write(bytes);
+    await dropped.drop();
+    expect(readdirSync(join(dir, 'packs', 'tmp'))).toEqual([]);
+    const source = await cache.source([index.checksum]);
+    expect(source.has(index.records[1]!.checksum, KIND.content)).toBe(true);
+    await source.close();
+  });
+
+  it('catalogues complete commits, finds the newest of a ref, and evicts a pack with its entries', async () => {
+    const cache = await PackCache.open(join(tempDir(), 'cache'));
+    const [a, b, c, p, q] = ['a', 'b', 'c', 'd', 'e'].map((x) => x.repeat(64)) as [
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    await cache.addCommit({ commit: a, ref: 'r/x', timestamp: 10, packs: [p] });
+    await cache.addCommit({ commit: b, ref: 'r/x', timestamp: 20, packs: [p, q] });
+    await cache.addCommit({ commit: c, ref: 'r/y', timestamp: 30, packs: [q] });
+    expect((await cache.complete(b))?.packs).toEqual([p, q]);
+    expect((await cache.newestOf('r/x', 'f'.repeat(64)))?.commit).toBe(b);
+    expect((await cache.newestOf('r/x', b))?.commit).toBe(a);
+    expect(await cache.newestOf('r/z', a)).toBeUndefined();
+    // A damaged entry is no entry; a pack named by something other than a checksum is refused.
+    writeFileSync(join(cache.dir, 'commits', `${a}.json`), '{"commit": "');
+    expect(await cache.complete(a)).toBeUndefined();
+    await cache.addCommit({ commit: a, ref: 'r/x', timestamp: 10, packs: ['../../etc'] });
+    expect(await cache.complete(a)).toBeUndefined();
+    await cache.evict(q);
+    expect(await cache.complete(b)).toBeUndefined();
+    expect(await cache.complete(c)).toBeUndefined();
+    // A catalogued pack that is gone reads as damaged, naming it, so the pull fetches it again.
+    const e = await rejects(cache.source([p]), 'E_BAD_PACK');
+    expect(e.details.pack).toBe(p);
+  });
+
+  it('recognises its own untouched checkout by path, inode and mtime 0, and nothing else', async () => {
+    const cache = await PackCache.open(join(tempDir(), 'cache'));
+    const dest = join(tempDir(), 'co');
+    mkdirSync(dest);
+    writeFileSync(join(dest, 'f'), 'x');
+    utimesSync(dest, 0, 0);
+    const commit = 'c'.repeat(64);
+    expect(await cache.checkoutAt(dest, statSync(dest))).toBeUndefined();
+    await cache.recordCheckout(dest, commit, statSync(dest));
+    expect(await cache.checkoutAt(dest, statSync(dest))).toBe(commit);
+    expect(await cache.checkoutAt(dest, { ...statSync(dest), ino: statSync(dest).ino + 1 })).toBeUndefined();
+    utimesSync(dest, 5, 5);
+    expect(await cache.checkoutAt(dest, statSync(dest))).toBeUndefined();
+  });
+
+  it('removes temp files left by processes that are gone', async () => {
+    const dir = join(tempDir(), 'cache');
+    await PackCache.open(dir);
+    const stale = join(dir, 'packs', 'tmp', 'tmp-999999999-0123');
+    writeFileSync(stale, 'half a pack');
+    await PackCache.open(dir);
+    expect(existsSync(stale)).toBe(false);
   });
 });
 

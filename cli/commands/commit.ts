@@ -1,38 +1,11 @@
-import { RegistryError } from '../../src/errors.js';
 import { importSource } from '../../src/import/index.js';
 import { parseMetaArg } from '../../src/objects/index.js';
 import { note, out } from '../output.js';
+import { type CommitFlags, parseOwner, parseTimestamp } from './_commit-flags.js';
 import { openRepo } from './_repo.js';
 
-export interface CommitFlags {
-  ref: string;
-  subject: string;
-  body: string;
-  timestamp?: string;
-  owner?: string;
-  canonicalPermissions?: boolean;
-  meta: string[];
-  bindRef?: boolean;
-  skipSpecial?: boolean;
-  actor?: string;
-}
-
-export function parseTimestamp(s: string | undefined): number | undefined {
-  if (s === undefined) return undefined;
-  const m = /^@(\d+)$/.exec(s);
-  if (!m)
-    throw new RegistryError('E_USAGE', `--timestamp ${s}: expected @SECONDS since 1970, e.g. @1704067200`);
-  return Number(m[1]);
-}
-
-export function parseOwner(s: string | undefined): { uid: number; gid: number } | undefined {
-  if (s === undefined) return undefined;
-  const m = /^(\d+):(\d+)$/.exec(s);
-  if (!m || Number(m[1]) > 0xffffffff || Number(m[2]) > 0xffffffff) {
-    throw new RegistryError('E_USAGE', `--owner ${s}: expected numeric UID:GID, e.g. 0:0`);
-  }
-  return { uid: Number(m[1]), gid: Number(m[2]) };
-}
+// The flag parsers live apart so `sysroot push` can use them without loading the repository.
+export { type CommitFlags, parseOwner, parseTimestamp } from './_commit-flags.js';
 
 export async function run(source: string, flags: CommitFlags & { repo: string }): Promise<number> {
   const timestamp = parseTimestamp(flags.timestamp);

@@ -24,12 +24,14 @@ export async function run(...args: unknown[]): Promise<number> {
     onRetry: (what, attempt, why, delayMs) => note(`${what}: ${why}; retry ${attempt} in ${delayMs} ms`),
   });
   const secs = (Date.now() - started) / 1000;
-  if (!r.ownershipApplied)
+  if (r.noop) note(`${r.dest} already is a checkout of ${r.commit}: nothing to do`);
+  else if (!r.ownershipApplied)
     note('note: not running as root, so files are owned by you, not by the owners recorded in the commit');
-  note(
-    `pulled ${r.ref ? `${r.ref}@` : ''}${r.commit}: fetched ${r.fetched.objects} object(s), ` +
-      `${formatBytes(r.fetched.bytes)} (${r.cached} cached); ${r.files} files at ${r.dest} in ${secs.toFixed(2)} s`,
-  );
+  if (!r.noop)
+    note(
+      `pulled ${r.ref ? `${r.ref}@` : ''}${r.commit}: fetched ${r.fetched.objects} object(s), ` +
+        `${formatBytes(r.fetched.bytes)} (${r.cached} cached); ${r.files} files at ${r.dest} in ${secs.toFixed(2)} s`,
+    );
   if (flags.json) {
     json({
       commit: r.commit,

@@ -4,7 +4,7 @@ import { createProgress } from '../../src/transfer/progress.js';
 import { push } from '../../src/transfer/push.js';
 import { commandArgs, resolveTarget } from '../../src/transfer/remotes.js';
 import { formatBytes, json, note, out } from '../output.js';
-import { type CommitFlags, parseOwner, parseTimestamp } from './commit.js';
+import { type CommitFlags, parseOwner, parseTimestamp } from './_commit-flags.js';
 
 interface PushFlags extends CommitFlags {
   url?: string;

@@ -52,8 +52,9 @@ import {
   objectId,
   type Xattr,
 } from '../objects/index.js';
-import type { ObjectStore } from '../store/object-store.js';
-import { Budget, ioError, loadContent, readMetadata } from './content.js';
+import { ObjectStore } from '../store/object-store.js';
+import { Budget, type Content, ioError, loadContent, readMetadata } from './content.js';
+import type { CheckoutSource } from './source.js';
 import { mapLimit, memo, mergedEntries } from './walk.js';
 
 /**
@@ -94,11 +95,12 @@ const O_CREATE_NEW = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
 
 /**
  * Check out `commit` into `dest`, which must not exist or be an empty directory (E_DEST_NOT_EMPTY).
- * Every object is verified before use (E_CORRUPT_OBJECT names the object); nothing appears at `dest`
- * unless the whole tree was written.
+ * From an ObjectStore every object is verified before use (E_CORRUPT_OBJECT names the object); a
+ * CheckoutSource serves objects it already trusts (source.ts). Nothing appears at `dest` unless the
+ * whole tree was written.
  */
 export async function checkoutCommit(
-  objects: ObjectStore,
+  objects: ObjectStore | CheckoutSource,
   commit: Checksum,
   dest: string,
   opts: CheckoutOptions = {},
@@ -162,28 +164,30 @@ interface Counters {
 }
 
 async function build(
-  objects: ObjectStore,
+  objects: ObjectStore | CheckoutSource,
   commit: Checksum,
   root: string,
   opts: CheckoutOptions,
 ): Promise<CheckoutResult> {
   const asRoot = process.getuid?.() === 0;
-  const c = decodeCommit(await readMetadata(objects, commit, 'commit'), objectId(commit, 'commit'));
+  const store = objects instanceof ObjectStore ? objects : undefined;
+  const source = objects instanceof ObjectStore ? undefined : objects;
+  const read = (csum: Checksum, type: 'commit' | 'dirtree' | 'dirmeta'): Promise<Buffer> =>
+    store ? readMetadata(store, csum, type) : source!.readMetadata(csum, type);
+  const c = decodeCommit(await read(commit, 'commit'), objectId(commit, 'commit'));
 
   // 1. Directories, level by level: a level's dirtrees are fetched in parallel (for remote stores),
   // and parents exist before their children.
   const metas = new Map<Checksum, Promise<DirMeta>>();
   const meta = (m: Checksum): Promise<DirMeta> =>
-    memo(metas, m, async () =>
-      decodeDirMeta(await readMetadata(objects, m, 'dirmeta'), objectId(m, 'dirmeta')),
-    );
+    memo(metas, m, async () => decodeDirMeta(await read(m, 'dirmeta'), objectId(m, 'dirmeta')));
   const dirs: DirJob[] = [{ rel: '', meta: await meta(c.rootMeta) }];
   // Content object -> every path that uses it, in walk order.
   const files = new Map<Checksum, string[]>();
   let level: Array<{ rel: string; tree: Checksum }> = [{ rel: '', tree: c.rootTree }];
   while (level.length > 0) {
     const trees = await mapLimit(level, CONCURRENCY, async (d) =>
-      decodeDirTree(await readMetadata(objects, d.tree, 'dirtree'), objectId(d.tree, 'dirtree')),
+      decodeDirTree(await read(d.tree, 'dirtree'), objectId(d.tree, 'dirtree')),
     );
     const nextLevel: Array<{ rel: string; tree: Checksum }> = [];
     for (let i = 0; i < level.length; i++) {
@@ -213,20 +217,30 @@ async function build(
   const counters: Counters = { files: 0, symlinks: 0, bytes: 0 };
   const budget = new Budget(MEMORY_BUDGET);
   const writer = new Writer(root, asRoot ? ownerOfNewFiles(root) : undefined, counters, opts.onProgress);
-  await mapLimit([...files], CONCURRENCY, async ([csum, paths]) => {
-    const content = await loadContent(objects, csum, budget);
+  const write = async (paths: string[], content: Content, held: Budget | undefined): Promise<void> => {
     if (isSymlink(content.meta)) {
       for (const p of paths) writer.symlink(p, content.meta);
     } else if (content.payload) {
       try {
         for (const p of paths) writer.file(p, content.meta, content.payload);
       } finally {
-        budget.release(content.size);
+        held?.release(content.size);
       }
     } else {
       await writer.streamedFile(paths, content.meta, await content.open());
     }
-  });
+  };
+  if (store) {
+    await mapLimit([...files], CONCURRENCY, async ([csum, paths]) =>
+      write(paths, await loadContent(store, csum, budget), budget),
+    );
+  } else {
+    // One object at a time, in the source's order: a pack is read front to back, and the writes are
+    // synchronous syscalls anyway (see Writer).
+    for await (const { checksum, content } of source!.contents([...files.keys()])) {
+      await write(files.get(checksum)!, content, undefined);
+    }
+  }
 
   // 3. Directories' final metadata, deepest first (the list is breadth first, so reversed works).
   // Synchronous for the reason given on Writer: ~800 directories x 3 calls took 100 ms through the pool.

@@ -28,7 +28,7 @@ import type { FileNode } from './tree.js';
  * 320 MB RSS. Above 4 MiB a second read (page cache) per new object costs little next to deflate.
  */
 export const BIG = 4 * 1024 * 1024;
-const CHUNK = 1024 * 1024;
+export const CHUNK = 1024 * 1024;
 /**
  * A batch closes at 64 files or 4 MiB: 64 keeps per-message overhead (~50 us) under 5% for tiny files,
  * and 4 MiB (~40 ms of level-1 deflate) keeps the last batches short so both cores finish together.
@@ -50,8 +50,19 @@ interface Pending {
   size: number;
 }
 
+/**
+ * Hash only (a push's first pass): the pool (made with `root: null`) hashes every file and nothing is
+ * compressed or written; each item is handed to `onFile` with its checksum, so that the caller can
+ * compress the ones the server lacks later with a `compress` request to the same pool.
+ */
+export interface HashOnly {
+  pool: HashPool;
+  onFile(checksum: Checksum, item: WorkerItem): void;
+}
+
 export interface ContentWriterOptions {
   level: number;
+  hashOnly?: HashOnly;
   /** Called when a node's checksum has arrived (the directory import finishes directories with it). */
   onChecksum?: (node: FileNode) => void;
   onProgress?: (p: { files: number; bytes: number }) => void;
@@ -82,6 +93,7 @@ export class ContentWriter {
   ) {}
 
   static async open(objects: ObjectStore, opts: ContentWriterOptions): Promise<ContentWriter> {
+    if (opts.hashOnly) return new ContentWriter(objects, opts.hashOnly.pool, false, undefined, opts);
     const blobs = objects.blobs;
     if (blobs instanceof FsBlobStore) {
       // tempPath() makes <root>/tmp: the workers' temp files must be on the objects' filesystem for link(2).
@@ -227,7 +239,8 @@ export class ContentWriter {
   async close(): Promise<void> {
     this.pool.cancelQueued(new RegistryError('E_INTERNAL', 'import cancelled'));
     await Promise.allSettled([...this.inflight]);
-    await this.pool.close();
+    // A hash-only pool belongs to the caller, who has more work for it.
+    if (!this.opts.hashOnly) await this.pool.close();
     if (this.spoolDir) await rm(this.spoolDir, { recursive: true, force: true });
   }
 
@@ -278,7 +291,14 @@ export class ContentWriter {
   }
 
   private async onResults(batch: Pending[], results: ItemResult[]): Promise<void> {
-    if (!this.direct) results = await this.storeMissing(batch, results);
+    const hashOnly = this.opts.hashOnly;
+    if (hashOnly) {
+      for (let i = 0; i < batch.length; i++) {
+        const item = batch[i]!.item;
+        if (!item) throw new RegistryError('E_INTERNAL', 'hash-only import of a streamed member');
+        hashOnly.onFile(results[i]!.checksum!, item);
+      }
+    } else if (!this.direct) results = await this.storeMissing(batch, results);
     for (let i = 0; i < batch.length; i++) {
       const r = results[i]!;
       const p = batch[i]!;

@@ -86,7 +86,12 @@ export async function importDirectory(
     else waiting.set(node, [dir]);
   };
 
-  const writer = await ContentWriter.open(objects, { level, onProgress: opts.onProgress, onChecksum });
+  const writer = await ContentWriter.open(objects, {
+    level,
+    onProgress: opts.onProgress,
+    onChecksum,
+    ...(opts.hashOnly ? { hashOnly: opts.hashOnly } : {}),
+  });
   try {
     const special: string[] = [];
     /** Hard links: dev:ino of files with nlink > 1, so every link shares the first one's node. */

@@ -17,6 +17,7 @@ import {
   type Xattr,
 } from '../objects/index.js';
 import type { ObjectStore } from '../store/object-store.js';
+import type { HashOnly } from './content.js';
 
 export interface ImportOptions {
   /** Overrides uid/gid of every entry including the root dir (ostree --owner-uid/--owner-gid). */
@@ -34,6 +35,11 @@ export interface ImportOptions {
    */
   zlibLevel?: number;
   onProgress?: (p: { files: number; bytes: number }) => void;
+  /**
+   * Directories only: hash every file on this pool and write no content object (see HashOnly in
+   * content.ts); dirtree and dirmeta objects still go to the store given to the importer.
+   */
+  hashOnly?: HashOnly;
 }
 
 export interface ImportResult {

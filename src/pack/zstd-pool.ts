@@ -76,7 +76,6 @@ class ZstdPool {
   private spawn(): void {
     const worker = new Worker(new URL('./zstd-worker.js', import.meta.url));
     const slot: Slot = { worker, ready: false, jobs: new Map() };
-    worker.unref();
     worker.on('message', (m: Reply) => {
       if ('ready' in m) {
         slot.ready = true;
@@ -99,6 +98,9 @@ class ZstdPool {
     };
     worker.on('error', fail);
     worker.on('exit', (code) => fail(new Error(`exited with code ${code}`)));
+    // After the listeners: adding a 'message' listener refs the worker's port again, and a process
+    // that never gave this worker a frame (a small pack) would then never exit.
+    worker.unref();
     this.slots.push(slot);
   }
 }

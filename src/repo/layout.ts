@@ -11,6 +11,10 @@
  *   ├── state/  extensions/  tmp/       as ostree makes them; tmp/ holds our temp files
  *   └── sysroot/                        the registry's own data; ostree ignores it
  *       ├── reflog/<ref>/<seq>.json     one write-once record per ref move (seq: 16 digits, from 1)
+ *       ├── packs/<to>.pack             a commit's whole closure as one pack (derived, write-once,
+ *       │                               kept forever: made from immutable objects, never stale)
+ *       ├── packs/<from>-<to>.pack      the update from one commit to another: closure(to) less
+ *       │                               closure(from); both generated on first request or ref move
  *       ├── index.sqlite                derived index; `sysroot reindex` rebuilds it from the above
  *       └── lock                        held while a ref moves (filesystem store only)
  *
@@ -23,6 +27,7 @@ export const SUMMARY_SIG_KEY = 'summary.sig';
 export const REFS_PREFIX = 'refs/heads/';
 export const REFLOG_PREFIX = 'sysroot/reflog/';
 export const INDEX_FILE = 'sysroot/index.sqlite';
+export const PACKS_PREFIX = 'sysroot/packs/';
 
 export const ARCHIVE_CONFIG = '[core]\nrepo_version=1\nmode=archive-z2\n';
 
@@ -49,4 +54,9 @@ export function reflogDir(ref: string): string {
 
 export function reflogKey(ref: string, seq: number): string {
   return `${reflogDir(ref)}${String(seq).padStart(16, '0')}.json`;
+}
+
+/** The pack of `to`'s closure, or of the update from `from` to `to` (src/repo/packs.ts). */
+export function packKey(to: string, from?: string): string {
+  return from === undefined ? `${PACKS_PREFIX}${to}.pack` : `${PACKS_PREFIX}${from}-${to}.pack`;
 }

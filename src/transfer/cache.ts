@@ -1,6 +1,7 @@
 /**
- * The local object cache shared by push and pull: an OSTree archive-z2 repository layout (config,
- * objects/XX/…) under `${XDG_CACHE_HOME:-~/.cache}/sysroot-registry/objects/`, or $SYSROOT_CACHE_DIR.
+ * The local object cache of push: an OSTree archive-z2 repository layout (config, objects/XX/…)
+ * under `${XDG_CACHE_HOME:-~/.cache}/sysroot-registry/objects/`, or $SYSROOT_CACHE_DIR. Pull keeps
+ * the packs it receives beside it, in packs/ (pack-cache.ts).
  *
  * An object enters the cache only after it was verified against its name (metadata: sha256 of the
  * bytes and a normal-form decode; content: inflate and re-hash), and objects are write-once. So the

@@ -421,6 +421,20 @@ export class RegistryClient {
     );
   }
 
+  /**
+   * Upload a pack of objects in one request (POST /api/v1/packs). `body` is a factory: a retry
+   * generates the pack again. Answers how many records the server stored or had already.
+   */
+  async postPack(
+    body: () => AsyncIterable<Uint8Array>,
+  ): Promise<{ records: number; stored: number; existing: number; bytes: number }> {
+    return this.request(
+      { method: 'POST', url: this.apiUrl('packs'), what: 'POST /api/v1/packs', body },
+      async (res) =>
+        (await res.json()) as { records: number; stored: number; existing: number; bytes: number },
+    );
+  }
+
   /** Compare-and-swap the ref from `from` to `to`. */
   async moveRef(
     ref: string,

@@ -1,0 +1,224 @@
+/**
+ * Receiving a pack (POST /api/v1/packs): many objects in one request body, each verified by
+ * readPack (src/pack/reader.ts) before it is stored, and stored write-once exactly as a single PUT
+ * (upload.ts) would store it. A push of a Debian sysroot is one pack of ~6,100 records instead of
+ * 6,100 PUTs.
+ *
+ *   commit, dirtree, dirmeta, commitmeta   held whole (≤ 10 MiB), stored with putMetadata
+ *   filez ≤ 1 MiB                          one Buffer, stored with createOnce (temp file + link(2))
+ *   filez > 1 MiB                          streamed to a temp file as it arrives (memory stays at a
+ *                                          few MiB whatever the size), linked into place once verified
+ *   content                                refused (400 E_USAGE): clients send .filez, which the
+ *                                          store keeps as is; deflating here would cost the server
+ *                                          the CPU the client has to spare
+ *
+ * Nothing is stored under its name before the reader's `verified` event for that record. Writes of
+ * verified objects overlap with reading and verifying the next records (WRITE_CONCURRENCY at a
+ * time): the reader's inflate + sha256 runs on this thread while libuv's threads create, write and
+ * link the files. A record that fails stops the request; objects verified before it stay stored
+ * (they are correct, and objects are write-once), which makes a retried push cheaper.
+ */
+import { createReadStream } from 'node:fs';
+import { type FileHandle, open, unlink } from 'node:fs/promises';
+import { Hono } from 'hono';
+import { RegistryError } from '../src/errors.js';
+import { type Checksum, objectId, objectPath, sha256 } from '../src/objects/index.js';
+import { KIND, objectTypeOf, type RecordKind, readPack } from '../src/pack/index.js';
+import type { Repository } from '../src/repo/repository.js';
+import { FsBatchWriter } from '../src/store/fs-batch-writer.js';
+import { FsBlobStore } from '../src/store/fs-blob-store.js';
+import { corrupt } from '../src/store/object-store.js';
+import type { ApiLimits } from './api-routes.js';
+import { type AppEnv, requireUpload } from './auth.js';
+import { fromWebStream } from './body-stream.js';
+import { jsonResponse } from './errors.js';
+import { tempFile } from './upload.js';
+
+export interface PackUploadDeps {
+  repo: Repository;
+  limits: ApiLimits;
+}
+
+export interface PackUploadResult {
+  /** Records in the pack. */
+  records: number;
+  /** Objects created by this request. */
+  stored: number;
+  /** Objects the store had already (a no-op, as for a PUT). */
+  existing: number;
+  /** Payload bytes of every record (the `.filez` and metadata bytes, before zstd). */
+  bytes: number;
+}
+
+/**
+ * Store writes in flight while the next records are read and verified. 16 keeps libuv's 4 threads
+ * busy with open/write/close/link of small files; each write holds at most one 1 MiB record.
+ */
+const WRITE_CONCURRENCY = 16;
+/** Records up to this size arrive as one Buffer (readPack's `collect`): the .filez limit it holds whole. */
+const COLLECT = 1024 * 1024;
+
+export function packUploadRoutes(deps: PackUploadDeps): Hono<AppEnv> {
+  const app = new Hono<AppEnv>();
+  app.post('/packs', async (c) => {
+    // Before a byte of the body is read: a client without the scope learns at once.
+    requireUpload(c);
+    const result = await receivePack(deps.repo, fromWebStream(c.req.raw.body), deps.limits);
+    return jsonResponse(result, 200);
+  });
+  return app;
+}
+
+function tooLarge(id: string, limit: number, length: number): RegistryError {
+  return new RegistryError('E_LIMIT', `object ${id} is larger than the server accepts (${limit} bytes)`, {
+    object: id,
+    expected: `<= ${limit} bytes`,
+    found: `${length} bytes`,
+  });
+}
+
+/** One record being received: its bytes so far (small) or the temp file they go to (large). */
+interface Receiving {
+  kind: RecordKind;
+  checksum: Checksum;
+  size: number;
+  chunks: Buffer[];
+  tmp?: { path: string; fh: FileHandle };
+}
+
+/** Verify and store every record of a pack; see the top of this file. */
+export async function receivePack(
+  repo: Repository,
+  body: AsyncIterable<Buffer>,
+  limits: ApiLimits,
+): Promise<PackUploadResult> {
+  const result: PackUploadResult = { records: 0, stored: 0, existing: 0, bytes: 0 };
+  const writes = new Set<Promise<void>>();
+  /** Writes through the store's own API (the batch writer bounds its own). */
+  const direct = new Set<Promise<void>>();
+  let writeFailure: { error: unknown } | undefined;
+  const track = (w: Promise<boolean>): Promise<void> => {
+    const p = w.then(
+      (created) => {
+        if (created) result.stored++;
+        else result.existing++;
+      },
+      (e: unknown) => {
+        writeFailure ??= { error: e };
+      },
+    );
+    writes.add(p);
+    void p.finally(() => writes.delete(p));
+    return p;
+  };
+  const startWrite = async (w: Promise<boolean>): Promise<void> => {
+    const p = track(w);
+    direct.add(p);
+    void p.finally(() => direct.delete(p));
+    while (direct.size >= WRITE_CONCURRENCY) await Promise.race(direct);
+    if (writeFailure) throw writeFailure.error;
+  };
+
+  // Small .filez on a directory store go to the batch writer's worker (see fs-batch-writer.ts).
+  const batch = repo.blobs instanceof FsBlobStore ? new FsBatchWriter(repo.blobs) : undefined;
+  let cur: Receiving | undefined;
+  try {
+    for await (const ev of readPack(body, { collect: COLLECT })) {
+      if (ev.type === 'record') {
+        const type = objectTypeOf(ev.kind);
+        const id = objectId(ev.checksum, type);
+        if (ev.kind === KIND.content) {
+          throw new RegistryError(
+            'E_USAGE',
+            `pack record ${id}: content records are not accepted by POST /api/v1/packs`,
+            { object: id, found: 'content', expected: 'filez' },
+            'send each file as a filez record (its archive-z2 .filez bytes)',
+          );
+        }
+        const limit = type === 'file' ? limits.maxFileBytes : limits.maxMetadataBytes;
+        if (ev.length > limit) throw tooLarge(id, limit, ev.length);
+        cur = { kind: ev.kind, checksum: ev.checksum, size: ev.file?.size ?? ev.length, chunks: [] };
+        result.records++;
+        result.bytes += ev.length;
+        if (ev.kind === KIND.filez && ev.length > COLLECT) {
+          const path = await tempFile(repo);
+          cur.tmp = { path, fh: await open(path, 'wx') };
+        }
+      } else if (ev.type === 'data') {
+        if (cur?.tmp) await cur.tmp.fh.write(ev.chunk);
+        else cur?.chunks.push(ev.chunk);
+      } else if (ev.type === 'verified') {
+        const r = cur!;
+        cur = undefined;
+        if (batch && !r.tmp) {
+          track(storeBatched(repo, batch, r));
+          await batch.ready();
+          if (writeFailure) throw writeFailure.error;
+        } else {
+          await startWrite(store(repo, r));
+        }
+      }
+    }
+    await batch?.flush();
+    while (writes.size > 0) await Promise.race(writes);
+    if (writeFailure) throw writeFailure.error;
+    return result;
+  } finally {
+    // A failure stopped the reader: verified records still queued are written (they are correct),
+    // and writes in flight finish (they own temp files).
+    await batch?.flush();
+    await Promise.allSettled([...writes]);
+    if (cur?.tmp) {
+      await cur.tmp.fh.close().catch(() => {});
+      await unlink(cur.tmp.path).catch(() => {});
+    }
+  }
+}
+
+/** store(), through the batch writer: a small record on a directory store. */
+async function storeBatched(repo: Repository, batch: FsBatchWriter, r: Receiving): Promise<boolean> {
+  const type = objectTypeOf(r.kind);
+  const bytes = r.chunks.length === 1 ? r.chunks[0]! : Buffer.concat(r.chunks);
+  const key = objectPath(r.checksum, type);
+  const created = await batch.write(key, bytes);
+  if (!created && type !== 'file' && type !== 'commitmeta') {
+    // As putMetadata: an existing copy must be the same bytes, else the store holds a corrupt one.
+    const existing = await repo.blobs.read(key);
+    if (!existing?.equals(bytes)) {
+      throw corrupt(r.checksum, type, existing ? sha256(existing) : 'nothing', 'existing copy differs');
+    }
+  }
+  if (type === 'file') repo.noteStored({ checksum: r.checksum, type, size: r.size });
+  else repo.noteStored({ checksum: r.checksum, type }, type === 'dirtree' ? bytes : undefined);
+  return created;
+}
+
+/** Store one verified record write-once and note it in the index; true if it was created. */
+async function store(repo: Repository, r: Receiving): Promise<boolean> {
+  const type = objectTypeOf(r.kind);
+  if (type !== 'file') {
+    const bytes = r.chunks.length === 1 ? r.chunks[0]! : Buffer.concat(r.chunks);
+    const existed = await repo.objects.has(r.checksum, type);
+    await repo.objects.putMetadata(type, bytes, r.checksum);
+    repo.noteStored({ checksum: r.checksum, type }, type === 'dirtree' ? bytes : undefined);
+    return !existed;
+  }
+  const key = objectPath(r.checksum, 'file');
+  let created: boolean;
+  if (r.tmp) {
+    try {
+      await r.tmp.fh.close();
+      created =
+        repo.blobs instanceof FsBlobStore
+          ? await repo.blobs.linkInto(r.tmp.path, key)
+          : await repo.blobs.createOnce(key, createReadStream(r.tmp.path));
+    } finally {
+      await unlink(r.tmp.path).catch(() => {});
+    }
+  } else {
+    const bytes = r.chunks.length === 1 ? r.chunks[0]! : Buffer.concat(r.chunks);
+    created = await repo.blobs.createOnce(key, bytes);
+  }
+  repo.noteStored({ checksum: r.checksum, type: 'file', size: r.size });
+  return created;
+}

@@ -1,0 +1,150 @@
+/**
+ * Write-once of many small blobs into an FsBlobStore, batched to a worker thread that makes the
+ * syscalls synchronously (fs-write-worker.js). Same result as FsBlobStore.createOnce per blob (temp
+ * file in <root>/tmp, link(2), never replacing), at a fraction of the main thread's time.
+ *
+ * Why: a pack of a Debian sysroot stores ~6,100 small .filez. Through fs/promises each one costs
+ * five libuv round trips (open, write, close, link, unlink); the server's main thread spent ~0.6 s of
+ * CPU in them, on top of the ~0.7 s it needs to verify the records. In the worker the syscalls run
+ * back to back on the other core while the main thread verifies the next records.
+ *
+ * One worker per process, started on first use and unref'd (it never keeps the process alive).
+ */
+import { dirname } from 'node:path';
+import { Worker } from 'node:worker_threads';
+import { RegistryError } from '../errors.js';
+import type { FsBlobStore } from './fs-blob-store.js';
+
+/** A batch closes at 64 blobs or 2 MiB: ~50 us of messaging per batch against ~5 ms of syscalls. */
+const BATCH_BLOBS = 64;
+const BATCH_BYTES = 2 * 1024 * 1024;
+/** Batches sent and not answered before `ready()` waits: bounds memory at ~3 x BATCH_BYTES. */
+const MAX_INFLIGHT = 3;
+/**
+ * Batch buffers travel to the worker and back and are filled again. Fresh ones per batch left
+ * ~60 MB of transferred garbage between GCs in the two threads (server peak RSS 226 MB, not ~160).
+ * A batch holds less than BATCH_BYTES plus its last blob; a larger one gets a buffer of its own.
+ */
+const BUFFER_SIZE = BATCH_BYTES + 1024 * 1024;
+const spare: ArrayBuffer[] = [];
+
+type Result = boolean | { message: string; code?: string };
+
+interface Pending {
+  key: string;
+  data: Buffer;
+  resolve: (created: boolean) => void;
+  reject: (e: unknown) => void;
+}
+
+interface Waiting {
+  resolve: (r: Result[]) => void;
+  reject: (e: unknown) => void;
+}
+
+let shared: { worker: Worker; next: number; waiting: Map<number, Waiting> } | undefined;
+
+function worker(): NonNullable<typeof shared> {
+  if (shared) return shared;
+  const w = new Worker(new URL('./fs-write-worker.js', import.meta.url));
+  const s = { worker: w, next: 1, waiting: new Map<number, Waiting>() };
+  w.unref();
+  w.on('message', (m: { id: number; results: Result[]; buf: ArrayBuffer }) => {
+    if (m.buf.byteLength === BUFFER_SIZE && spare.length < MAX_INFLIGHT + 1) spare.push(m.buf);
+    const done = s.waiting.get(m.id);
+    s.waiting.delete(m.id);
+    if (s.waiting.size === 0) w.unref();
+    done?.resolve(m.results);
+  });
+  const fail = (e: unknown): void => {
+    if (shared === s) shared = undefined;
+    const err = new RegistryError('E_IO', `store write worker failed: ${(e as Error)?.message ?? e}`);
+    for (const done of s.waiting.values()) done.reject(err);
+    s.waiting.clear();
+  };
+  w.on('error', fail);
+  w.on('exit', (code) => fail(new Error(`exited with code ${code}`)));
+  shared = s;
+  return s;
+}
+
+export class FsBatchWriter {
+  private batch: Pending[] = [];
+  private batchBytes = 0;
+  private inflight = 0;
+  private waiters: (() => void)[] = [];
+  private tmpDir: string | undefined;
+
+  constructor(private readonly store: FsBlobStore) {}
+
+  /** Queue a write-once of `data` (held until the batch is sent: the caller must not change it); true if it was created. */
+  write(key: string, data: Buffer): Promise<boolean> {
+    return new Promise((resolve, reject) => {
+      this.batch.push({ key, data, resolve, reject });
+      this.batchBytes += data.length;
+      if (this.batch.length >= BATCH_BLOBS || this.batchBytes >= BATCH_BYTES) void this.flush();
+    });
+  }
+
+  /** Resolves when fewer than MAX_INFLIGHT batches are waiting for the worker. */
+  async ready(): Promise<void> {
+    while (this.inflight >= MAX_INFLIGHT) await new Promise<void>((r) => this.waiters.push(r));
+  }
+
+  /** Send the open batch now. */
+  async flush(): Promise<void> {
+    const batch = this.batch;
+    if (batch.length === 0) return;
+    this.batch = [];
+    const size = this.batchBytes;
+    this.batchBytes = 0;
+    // One buffer for the batch, transferred (not cloned) to the worker.
+    const buf = new Uint8Array(
+      size <= BUFFER_SIZE ? (spare.pop() ?? new ArrayBuffer(BUFFER_SIZE)) : new ArrayBuffer(size),
+    );
+    const ends: number[] = [];
+    let at = 0;
+    for (const p of batch) {
+      buf.set(p.data, at);
+      at += p.data.length;
+      ends.push(at);
+    }
+    this.inflight++;
+    try {
+      this.tmpDir ??= dirname(await this.store.tempPath());
+      const s = worker();
+      const id = s.next++;
+      const results = await new Promise<Result[]>((resolve, reject) => {
+        s.waiting.set(id, { resolve, reject });
+        s.worker.ref();
+        s.worker.postMessage(
+          {
+            id,
+            root: this.store.root,
+            tmpDir: this.tmpDir,
+            keys: batch.map((p) => p.key),
+            ends,
+            buf: buf.buffer,
+          },
+          [buf.buffer],
+        );
+      });
+      batch.forEach((p, i) => {
+        const r = results[i];
+        if (typeof r === 'boolean') p.resolve(r);
+        else
+          p.reject(
+            new RegistryError('E_IO', `${p.key}: ${r?.message ?? 'not written'}`, {
+              path: p.key,
+              errno: r?.code,
+            }),
+          );
+      });
+    } catch (e) {
+      for (const p of batch) p.reject(e);
+    } finally {
+      this.inflight--;
+      for (const w of this.waiters.splice(0)) w();
+    }
+  }
+}
