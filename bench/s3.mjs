@@ -270,7 +270,7 @@ function notes(m) {
       `CPU, the node ${fmt(sl.serverCpu)} s (${fmt(m.fs.pull.serverCpu)} s on a directory).`,
     `- RGW keeps its data in RAM (memstore) on the same ${cpus().length} cores as the node and the client, over ` +
       'loopback: these figures are the cost of the S3 protocol and of RGW itself, not of disks or a network. ' +
-      'A remote bucket adds its round-trip time to each S3 request, less what the node overlaps (a push\'s ' +
+      "A remote bucket adds its round-trip time to each S3 request, less what the node overlaps (a push's " +
       'objects are written 16 at a time; a pull is one stored pack).',
   ].join('\n');
 }
