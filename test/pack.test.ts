@@ -258,10 +258,23 @@ function parseRaw(raw: Buffer): RawRecord[] {
   return out;
 }
 
+/**
+ * The end checksum of a raw stream (magic and records, no end record), computed by hand: the magic,
+ * every record header, and the commitmeta (4) and filez (6) payloads.
+ */
+function endChecksum(body: Buffer): string {
+  const h = createHash('sha256').update(body.subarray(0, 8));
+  for (const r of parseRaw(body)) {
+    h.update(body.subarray(r.at, r.at + 41));
+    if (r.kind === 4 || r.kind === 6) h.update(r.payload);
+  }
+  return h.digest('hex');
+}
+
 /** A pack whose raw stream is `raw` with a correct end record appended. */
 function packOfRaw(body: Buffer): Buffer {
   const end = Buffer.alloc(41);
-  createHash('sha256').update(body).digest().copy(end, 1);
+  Buffer.from(endChecksum(body), 'hex').copy(end, 1);
   return compressRaw(Buffer.concat([body, end]));
 }
 
@@ -314,7 +327,7 @@ describe('pack round trip', () => {
     const raw = zstdDecompress(pack);
     expect(summary.rawBytes).toBe(raw.length);
     expect(index).toEqual(summary.index);
-    expect(index.checksum).toBe(sha256(raw.subarray(0, raw.length - 41)));
+    expect(index.checksum).toBe(endChecksum(raw.subarray(0, raw.length - 41)));
     // 3 MiB of noise: four frames, the last one short.
     expect(index.frames.map((f) => f.rawSize)).toEqual([MiB, MiB, MiB, raw.length - 3 * MiB]);
   });
@@ -384,7 +397,7 @@ describe('pack round trip', () => {
     );
     const end = recs.at(-1)!;
     expect([end.kind, end.length, end.at + 41]).toEqual([0, 0, raw.length]);
-    expect(end.checksum).toBe(sha256(raw.subarray(0, end.at)));
+    expect(end.checksum).toBe(endChecksum(raw.subarray(0, end.at)));
     expect(end.checksum).toBe(summary.index.checksum);
     // `zstd -l` counts the frames the index lists.
     const listing = execFileSync('zstd', ['-lv', file]).toString();
@@ -789,6 +802,59 @@ describe('a damaged pack is refused with the right code and evidence', () => {
       return r;
     });
     await readFails(withLength, 'E_BAD_PACK');
+  });
+
+  /** The raw stream rebuilt from the given records (each verifies on its own), then the original end record. */
+  const restack = (parts: Buffer[]) => {
+    const end = recs.at(-1)!;
+    return compressRaw(Buffer.concat([PACK_MAGIC, ...parts, raw.subarray(end.at, end.at + 41)]));
+  };
+  const whole = (r: RawRecord) => raw.subarray(r.at, r.at + 41 + r.length);
+
+  it('records reordered, dropped, duplicated or inserted: the end checksum (over the headers) differs', async () => {
+    const body = recs.slice(0, -1).map(whole);
+    const swapped = [body[0]!, body[1]!, body[3]!, body[2]!, ...body.slice(4)];
+    const dropped = [...body.slice(0, 5), ...body.slice(6)];
+    const duplicated = [...body.slice(0, 5), body[4]!, ...body.slice(5)];
+    const extra = contentObj(FILE, Buffer.from('inserted'));
+    const inserted = [
+      ...body.slice(0, 5),
+      rawRecord(extra.kind, extra.checksum, extra.payload),
+      ...body.slice(5),
+    ];
+    const end = recs.at(-1)!;
+    for (const parts of [swapped, dropped, duplicated, inserted]) {
+      const e = await readFails(restack(parts), 'E_BAD_PACK');
+      expect(e.message).toMatch(/end checksum/);
+      expect(e.details.expected).toBe(end.checksum);
+      expect(e.details.found).toBe(endChecksum(Buffer.concat([PACK_MAGIC, ...parts])));
+    }
+    // The same records in their own order still read.
+    expect((await readAll(pieces(restack(body)))).index.checksum).toBe(end.checksum);
+  });
+
+  it('a commitmeta or filez payload changed, though it still decodes or inflates to its name', async () => {
+    const body = recs.slice(0, -1).map(whole);
+    const cm = recs[1]!;
+    expect(cm.kind).toBe(KIND.commitmeta);
+    // Same length, still a valid commitmeta: only the end checksum can tell.
+    const otherMeta = encodeCommitMeta([['sysroot.note', new Variant('s', 'signed LATER')]]);
+    expect(otherMeta.length).toBe(cm.length);
+    const f = recs[8]!;
+    expect(f.kind).toBe(KIND.filez);
+    // The same file deflated at another level: a valid .filez of the same object, other bytes.
+    const data = Buffer.from('filez payload\n'.repeat(1000));
+    const otherFilez = Buffer.concat([filezHeader(FILE, data.length), deflateRawSync(data, { level: 9 })]);
+    expect(otherFilez.equals(f.payload)).toBe(false);
+    await readAll(pieces(packOfRecords(rawRecord(KIND.filez, f.checksum, otherFilez))));
+    for (const [i, r] of [
+      [1, rawRecord(KIND.commitmeta, cm.checksum, otherMeta)],
+      [8, rawRecord(KIND.filez, f.checksum, otherFilez)],
+    ] as const) {
+      const parts = body.map((b, j) => (j === i ? r : b));
+      const e = await readFails(restack(parts), 'E_BAD_PACK');
+      expect(e.message).toMatch(/end checksum/);
+    }
   });
 
   it('a dirtree not in normal form, though it hashes to its name: E_NOT_NORMAL_FORM', async () => {

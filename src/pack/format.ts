@@ -13,7 +13,7 @@
  *                │ kind │ checksum, 32 raw bytes │ length, u64 BE    │ payload (length) │
  *                └──────┴────────────────────────┴───────────────────┴──────────────────┘
  *
- *   end record   kind 0 │ sha256 of every raw byte before it, magic included │ length 0
+ *   end record   kind 0 │ sha256 of the magic, every record header, commitmeta and filez payloads │ length 0
  *
  *   kind  payload                                      verified by
  *   1     commit, its bytes as stored                  sha256(payload) = checksum, decodes in normal form
@@ -33,6 +33,12 @@
  * - Frames carry their content size and zstd's XXH64 content checksum: a damaged frame fails to
  *   decompress even where nothing re-hashes the records (PackFile).
  * - Nothing follows the end record; a stream that stops before it is truncated. Both are E_BAD_PACK.
+ * - The end checksum hashes each byte at most once with the records' own checks: it covers the
+ *   magic, every record's 41-byte header (kind, checksum, length) in order, and the payloads that
+ *   their checksum does not cover byte for byte (commitmeta: not hashed; filez: its checksum is the
+ *   inflated content's). Every other payload is verified against the checksum in its header, so the
+ *   headers bind those bytes, and the chain of headers binds their order: a record reordered,
+ *   dropped, duplicated or inserted changes it. See endHashCovers.
  */
 import { RegistryError } from '../errors.js';
 import { type Checksum, type ObjectType, objectId } from '../objects/index.js';
@@ -59,6 +65,14 @@ export type RecordKind = (typeof KIND)[KindName];
 
 /** The end record's kind byte. */
 export const END_KIND = 0;
+
+/**
+ * Whether the end checksum covers a record's payload (its header is always covered): only when the
+ * record's own checksum does not verify those exact bytes.
+ */
+export function endHashCovers(kind: RecordKind): boolean {
+  return kind === KIND.commitmeta || kind === KIND.filez;
+}
 
 const NAMES: Record<RecordKind, KindName> = {
   1: 'commit',
@@ -121,7 +135,10 @@ export interface RecordInfo {
 }
 
 export interface PackIndex {
-  /** The end record's checksum: sha256 of the raw stream before it. Names the pack. */
+  /**
+   * The end record's checksum: sha256 of the magic, the record headers and the commitmeta and filez
+   * payloads, in stream order (see endHashCovers). Names the pack.
+   */
   checksum: Checksum;
   frames: FrameInfo[];
   /** In pack order. */

@@ -4,7 +4,7 @@
  *
  *   offset        size   field
  *   0             8      magic "OSTPIDX1"
- *   8             32     the pack's checksum (its end record's: sha256 of the raw stream before it)
+ *   8             32     the pack's checksum (its end record's, see format.ts)
  *   40            4      F, number of frames (u32 BE)
  *   44            4      R, number of records (u32 BE)
  *   48            8·F    per frame: compressed size (u32 BE), raw size (u32 BE); a frame's offset in

@@ -7,7 +7,8 @@
  *   { type: 'data', chunk } …                             zero or more, each at most 1 MiB
  *   { type: 'verified' }                                  only once the record checked out
  *
- * and last `{ type: 'end', index }`, once the end record's sha256 matched and nothing followed it.
+ * and last `{ type: 'end', index }`, once the end record's sha256 (of the magic, the record headers
+ * and the payloads endHashCovers names) matched and nothing followed it.
  * Anything wrong throws: E_CORRUPT_OBJECT (naming the object, with expected / found) or
  * E_NOT_NORMAL_FORM for a record, E_BAD_PACK for the pack as a whole. Nothing read before
  * `verified` may be trusted (stored under its name, renamed into place).
@@ -46,6 +47,7 @@ import {
   badPack,
   corruptRecord,
   END_KIND,
+  endHashCovers,
   FRAME_TARGET,
   type FrameInfo,
   isRecordKind,
@@ -142,7 +144,14 @@ export async function* readPack(
       const length = Number(length64);
       stream.update(head);
       records.push({ kind, checksum, frame, offset, length });
-      const r = new RecordReader(cur, stream, kind, checksum, length, collect);
+      const r = new RecordReader(
+        cur,
+        endHashCovers(kind) ? stream : undefined,
+        kind,
+        checksum,
+        length,
+        collect,
+      );
       if (kind === KIND.content) yield* r.content();
       else if (kind === KIND.filez) yield* r.filez();
       else yield* r.metadata();
@@ -171,7 +180,7 @@ async function finishPack(
     });
   }
   if (found !== expected) {
-    throw badPack('the end checksum does not match the stream', { expected, found, offset: at });
+    throw badPack('the end checksum does not match the records', { expected, found, offset: at });
   }
   let trailing: boolean;
   try {
@@ -184,13 +193,14 @@ async function finishPack(
   return { checksum: found, frames, records };
 }
 
-/** One record's payload: reads it from the cursor, hashes it into the stream, checks it. */
+/** One record's payload: reads it from the cursor, checks it, and hashes it into the end checksum if covered. */
 class RecordReader {
   private readonly id: string;
 
   constructor(
     private readonly cur: Cursor,
-    private readonly stream: ReturnType<typeof createHash>,
+    /** The end checksum, when it covers this record's payload. */
+    private readonly stream: ReturnType<typeof createHash> | undefined,
     private readonly kind: RecordKind,
     private readonly checksum: Checksum,
     private readonly length: number,
@@ -205,21 +215,21 @@ class RecordReader {
       : { type: 'record', kind: this.kind, checksum: this.checksum, length: this.length };
   }
 
-  /** Exactly n bytes, hashed into the stream; a slice when they lie in one decode buffer. */
+  /** Exactly n bytes (hashed into the end checksum if covered); a slice when they lie in one decode buffer. */
   private async need(n: number): Promise<Buffer> {
     const b = await this.cur.take(n);
     if (!b)
       throw badPack(`truncated inside record ${this.id}`, { object: this.id, offset: this.cur.consumed });
-    this.stream.update(b);
+    this.stream?.update(b);
     return b;
   }
 
-  /** The next at most `max` (> 0) bytes as they come, hashed into the stream. */
+  /** The next at most `max` (> 0) bytes as they come (hashed into the end checksum if covered). */
   private async some(max: number): Promise<Buffer> {
     const b = await this.cur.some(max);
     if (!b)
       throw badPack(`truncated inside record ${this.id}`, { object: this.id, offset: this.cur.consumed });
-    this.stream.update(b);
+    this.stream?.update(b);
     return b;
   }
 

@@ -12,7 +12,7 @@
  *     .catch((e) => body.destroy(e));
  *   return new Response(Readable.toWeb(body));
  *
- * The writer trusts its caller: it does not re-hash payloads (the reader verifies everything). Calls
+ * The writer trusts its caller: it does not verify payloads (the reader verifies everything). Calls
  * must not overlap (await each one). After an error — a sink that failed, a stream that did not have
  * the length it promised — the pack is unusable and every later call rejects with that error.
  */
@@ -23,6 +23,7 @@ import { assertChecksum, type Checksum, contentHashPrefix, type FileMeta } from 
 import {
   END_KIND,
   encodeRecordHeader,
+  endHashCovers,
   FRAME_TARGET,
   type FrameInfo,
   isRecordKind,
@@ -102,9 +103,10 @@ export class PackWriter {
   /** Frames cut so far, given to the sink or not: the number of the frame being filled. */
   private framesCut = 0;
   private fill = 0;
-  private readonly hash = createHash('sha256');
-  /** Set once the stream hash is final: the end record is not hashed. */
-  private hashed = false;
+  /** The end checksum: the magic, record headers, and the payloads endHashCovers names. */
+  private readonly hash = createHash('sha256').update(PACK_MAGIC);
+  /** Whether the payload being put is hashed into the end checksum. */
+  private hashPayload = false;
   private readonly frames: FrameInfo[] = [];
   private readonly records: RecordInfo[] = [];
   private readonly seen = new Set<string>();
@@ -174,10 +176,8 @@ export class PackWriter {
   /** Writes the end record and the last frame; the summary's index is the pack's PackIndex. */
   finish(): Promise<PackSummary> {
     return this.run(async () => {
-      // Everything before the end record is hashed: the frame's bytes are hashed as frames are cut.
-      this.hash.update(this.frame.subarray(0, this.fill));
       const digest = this.hash.digest();
-      this.hashed = true;
+      this.hashPayload = false;
       await this.put(encodeRecordHeader(END_KIND, digest, 0));
       if (this.fill > 0) await this.cutFrame();
       while (this.inflight.length > 0) await this.emit();
@@ -224,11 +224,16 @@ export class PackWriter {
     }
     this.seen.add(key);
     this.records.push({ kind, checksum, frame: this.framesCut, offset: this.fill, length });
-    await this.put(encodeRecordHeader(kind, Buffer.from(checksum, 'hex'), length));
+    const header = encodeRecordHeader(kind, Buffer.from(checksum, 'hex'), length);
+    this.hash.update(header);
+    this.hashPayload = false;
+    await this.put(header);
+    this.hashPayload = endHashCovers(kind);
   }
 
   /** Copy into the current frame, cutting a frame each time it reaches FRAME_TARGET bytes. */
   private async put(bytes: Uint8Array): Promise<void> {
+    if (this.hashPayload) this.hash.update(bytes);
     let at = 0;
     while (at < bytes.length) {
       const n = Math.min(bytes.length - at, FRAME_TARGET - this.fill);
@@ -240,13 +245,12 @@ export class PackWriter {
   }
 
   /**
-   * Hash the frame (the stream hash is sequential, so it stays on this thread), then compress it in
-   * the shared pool if a worker is ready (the buffer goes with it) or here, and queue it for the sink.
+   * Compress the frame in the shared pool if a worker is ready (the buffer goes with it) or here,
+   * and queue it for the sink.
    */
   private async cutFrame(): Promise<void> {
     const raw = this.frame.subarray(0, this.fill);
     const rawSize = raw.length;
-    if (!this.hashed) this.hash.update(raw);
     const pool = this.threads ? zstdPool() : undefined;
     const job = pool?.compress(raw, this.level);
     let frame: Promise<Buffer>;
