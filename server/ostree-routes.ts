@@ -23,21 +23,15 @@ import { isValidRef } from '../src/repo/refs.js';
 import type { Repository } from '../src/repo/repository.js';
 import type { BlobStat } from '../src/store/blob-store.js';
 import { type AppEnv, requireRead } from './auth.js';
-import { toWebStream } from './body-stream.js';
 import { ConsistentSummary } from './consistent-summary.js';
 import { notFound } from './errors.js';
-import { chooseRange, notModified, stableLastModified, type Validators } from './http-cache.js';
+import { notModified, stableLastModified } from './http-cache.js';
 import type { Logger } from './logger.js';
+import { IMMUTABLE, PRESIGN_SECONDS, REDIRECT_CACHE, respond, type Served } from './respond.js';
 
-const IMMUTABLE = 'public, max-age=31536000, immutable';
 const REVALIDATE = 'no-cache';
 const OCTETS = 'application/octet-stream';
 const TEXT = 'text/plain; charset=utf-8';
-
-/** How long a presigned object URL stays valid. */
-const PRESIGN_SECONDS = 3600;
-/** A redirect is cacheable only well within the URL's lifetime, and only by the client itself. */
-const REDIRECT_CACHE = 'private, max-age=300';
 
 const OBJECT_PATH = /^objects\/([0-9a-f]{2})\/([0-9a-f]{62})\.(filez|dirtree|dirmeta|commit|commitmeta)$/;
 
@@ -69,46 +63,6 @@ function assertPlainPath(c: Context<AppEnv>): string {
     }
   }
   return pathname.slice('/repo/'.length);
-}
-
-interface Served {
-  body: Buffer | { stat: BlobStat; key: string };
-  validators: Validators;
-  cacheControl: string;
-  contentType: string;
-}
-
-/** The answer to GET/HEAD for one representation: 304, 416, 206 or 200, body streamed if large. */
-async function respond(c: Context<AppEnv>, repo: Repository, s: Served): Promise<Response> {
-  const size = Buffer.isBuffer(s.body) ? s.body.length : s.body.stat.size;
-  const headers = new Headers({
-    'cache-control': s.cacheControl,
-    etag: s.validators.etag,
-    'accept-ranges': 'bytes',
-    'content-type': s.contentType,
-  });
-  if (s.validators.lastModified) headers.set('last-modified', s.validators.lastModified.toUTCString());
-  if (notModified(c.req.raw.headers, s.validators)) return new Response(null, { status: 304, headers });
-  const range = chooseRange(c.req.raw.headers, size, s.validators);
-  if (range.kind === 'unsatisfiable') {
-    headers.set('content-range', `bytes */${size}`);
-    headers.set('content-length', '0');
-    headers.delete('content-type');
-    return new Response(null, { status: 416, headers });
-  }
-  const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size];
-  headers.set('content-length', String(end - start));
-  if (range.kind === 'partial') headers.set('content-range', `bytes ${start}-${end - 1}/${size}`);
-  const status = range.kind === 'partial' ? 206 : 200;
-  if (c.req.method === 'HEAD') return new Response(null, { status, headers });
-  if (Buffer.isBuffer(s.body))
-    return new Response(new Uint8Array(s.body.subarray(start, end)), { status, headers });
-  const stream = await repo.blobs.readStream(
-    s.body.key,
-    range.kind === 'partial' ? { start, end } : undefined,
-  );
-  if (!stream) throw notFound(s.body.key);
-  return new Response(toWebStream(stream), { status, headers });
 }
 
 function contentEtag(bytes: Buffer): string {
@@ -186,7 +140,7 @@ export function ostreeRoutes(deps: OstreeRouteDeps): Hono<AppEnv> {
       }
     }
     if (!s) throw notFound(`/repo/${path}`);
-    return respond(c, repo, s);
+    return respond(c, repo.blobs, s);
   });
 
   return app;

@@ -20,17 +20,12 @@ import { assertChecksum, type Checksum } from '../src/objects/index.js';
 import { DEFAULT_LEVEL, PACK_MAGIC } from '../src/pack/format.js';
 import type { CommitPacks } from '../src/repo/packs.js';
 import { type AppEnv, requireRead } from './auth.js';
-import { toWebStream } from './body-stream.js';
-import { errorResponse, notFound } from './errors.js';
-import { chooseRange, notModified, type Validators } from './http-cache.js';
+import { errorResponse } from './errors.js';
+import { notModified, type Validators } from './http-cache.js';
 import type { Logger } from './logger.js';
+import { IMMUTABLE, PRESIGN_SECONDS, REDIRECT_CACHE, respond, type Served } from './respond.js';
 
 export const PACK_MEDIA_TYPE = 'application/vnd.sysroot.pack';
-
-const IMMUTABLE = 'public, max-age=31536000, immutable';
-/** How long a presigned pack URL stays valid, and how long the redirect itself may be cached. */
-const PRESIGN_SECONDS = 3600;
-const REDIRECT_CACHE = 'private, max-age=300';
 
 export interface PackRouteDeps {
   packs: CommitPacks;
@@ -90,39 +85,21 @@ export function packRoutes(deps: PackRouteDeps): Hono<AppEnv> {
       etag: packEtag(to, from),
       lastModified: new Date(Math.floor(pack.stat.mtimeMs / 1000) * 1000),
     };
-    const headers = new Headers({
-      'cache-control': IMMUTABLE,
-      etag: validators.etag,
-      'accept-ranges': 'bytes',
-      'content-type': PACK_MEDIA_TYPE,
-    });
-    if (notModified(c.req.raw.headers, validators)) return new Response(null, { status: 304, headers });
-
+    const served: Served = {
+      body: { stat: pack.stat, key: pack.key },
+      validators,
+      cacheControl: IMMUTABLE,
+      contentType: PACK_MEDIA_TYPE,
+    };
     const presign = deps.redirectObjects ? blobs.presignGet?.bind(blobs) : undefined;
-    if (presign && c.req.method === 'GET') {
+    if (presign && c.req.method === 'GET' && !notModified(c.req.raw.headers, validators)) {
       const location = await presign(pack.key, PRESIGN_SECONDS);
       return new Response(null, {
         status: 307,
         headers: { location, 'cache-control': REDIRECT_CACHE, etag: validators.etag },
       });
     }
-
-    const size = pack.stat.size;
-    const range = chooseRange(c.req.raw.headers, size, validators);
-    if (range.kind === 'unsatisfiable') {
-      headers.set('content-range', `bytes */${size}`);
-      headers.set('content-length', '0');
-      headers.delete('content-type');
-      return new Response(null, { status: 416, headers });
-    }
-    const [start, end] = range.kind === 'partial' ? [range.start, range.end] : [0, size];
-    headers.set('content-length', String(end - start));
-    if (range.kind === 'partial') headers.set('content-range', `bytes ${start}-${end - 1}/${size}`);
-    const status = range.kind === 'partial' ? 206 : 200;
-    if (c.req.method === 'HEAD') return new Response(null, { status, headers });
-    const stream = await blobs.readStream(pack.key, range.kind === 'partial' ? { start, end } : undefined);
-    if (!stream) throw notFound(pack.key);
-    return new Response(toWebStream(stream), { status, headers });
+    return respond(c, blobs, served);
   });
 
   return app;
