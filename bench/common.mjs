@@ -179,3 +179,19 @@ export function writeDocSection(name, body, afterMarker) {
   writeFileSync(file, doc);
   log(`wrote ${file} (${name} section)`);
 }
+
+const CLK_TCK = Number(version('getconf', ['CLK_TCK'])) || 100;
+
+/** CPU seconds (user + system) a live process has used so far. */
+export function procCpu(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
+}
+
+/** Environment for sysroot commands: none of the caller's SYSROOT_* settings, plus `extra`. */
+export function sysrootEnv(extra) {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SYSROOT_')) env[k] = v;
+  return { ...env, ...extra };
+}

@@ -12,8 +12,8 @@
 // Measured: wall time and client peak RSS (GNU time), the node's peak RSS (VmHWM) and CPU
 // (/proc/PID), requests to the node (its access log), and for the bucket the requests the node made
 // to RGW (radosgw's log, one line per request) and the CPU radosgw and the OSD used.
-import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, openSync, readFileSync, statSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { readFileSync, statSync } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -23,27 +23,20 @@ import {
   isRoot,
   log,
   median,
+  procCpu,
   ROOT,
+  sysrootEnv,
   sysrootTrees,
   timedAsync,
-  track,
   version,
 } from './common.mjs';
-import { stopChild } from './nginx.mjs';
+import { startServe } from './serve.mjs';
 
 const REF = 'stage3-sysroot/x86_64';
 const NODE = process.execPath;
 const BUCKET = 'bench';
 const S3_SCRIPT = join(ROOT, 'scripts/s3-server.sh');
-const CLK_TCK = Number(version('getconf', ['CLK_TCK'])) || 100;
 const MB = 1e6;
-
-/** CPU seconds (user + system) a live process has used so far. */
-function procCpu(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-}
 
 /** Peak resident set of a live process, in MB (VmHWM, a high-water mark). */
 function vmHwmMb(pid) {
@@ -102,34 +95,6 @@ function startRgw() {
   };
 }
 
-/** Environment for sysroot commands: none of the caller's SYSROOT_* settings, plus `extra`. */
-function sysrootEnv(extra) {
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SYSROOT_')) env[k] = v;
-  return { ...env, ...extra };
-}
-
-/** `sysroot serve --repo REPO` on a free port; its log (one line per request) goes to `logFile`. */
-async function startServe(repo, env, logFile) {
-  const fd = openSync(logFile, 'a');
-  const child = track(
-    spawn(NODE, [BIN, 'serve', '--repo', repo, '--listen', '127.0.0.1:0'], {
-      env,
-      stdio: ['ignore', 'ignore', fd],
-    }),
-  );
-  closeSync(fd);
-  const stop = () => stopChild(child, 'SIGTERM');
-  for (let i = 0; i < 400 && child.exitCode === null; i++) {
-    const m = /listening on (http:\/\/\S+)/.exec(readFileSync(logFile, 'utf8'));
-    if (m) return { url: m[1], pid: child.pid, log: logFile, stop };
-    await sleep(50);
-  }
-  await stop();
-  throw new Error(`sysroot serve --repo ${repo} did not start:\n${readFileSync(logFile, 'utf8')}`);
-}
-
-/** One timed CLI command against `server`, with what the node and (for a bucket) RGW did meanwhile. */
 async function measure(args, env, server, rgw) {
   execFileSync('sync');
   const serveAt = fileSize(server.log);

@@ -18,8 +18,8 @@
 // Tools alternate which goes first from one run to the next; we report medians, the ratio to the
 // peer, and the targets of the fast-transfer issue. Requests and bytes come from the servers' access
 // logs (body bytes); server CPU from /proc/PID/stat around each operation.
-import { execFileSync, spawn } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, readdirSync, readFileSync, rmSync, statSync, watch } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, watch } from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -30,16 +30,17 @@ import {
   log,
   median,
   ostreeVersion,
+  procCpu,
+  sysrootEnv,
   sysrootTrees,
   timedAsync,
-  track,
   version,
 } from './common.mjs';
-import { startNginx, stopChild } from './nginx.mjs';
+import { startNginx } from './nginx.mjs';
+import { startServe } from './serve.mjs';
 
 const REF = 'stage3-sysroot/x86_64';
 const NODE = process.execPath;
-const CLK_TCK = Number(version('getconf', ['CLK_TCK'])) || 100;
 const MB = 1e6;
 
 /** The fast-transfer issue's targets; `ratio` against the peer in the same row. */
@@ -56,13 +57,6 @@ const TARGETS = {
   noop: [{ label: '≤ 0.3 s', test: (r) => r.secs <= 0.3 }],
   many: [{ label: '≤ 0.5×', test: (r) => r.ratio <= 0.5 }],
 };
-
-/** CPU seconds (user + system) a live process has used so far. */
-function procCpu(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) / CLK_TCK;
-}
 
 /** Reads the lines a server appended to its access log since the last call. */
 class LogTail {
@@ -126,13 +120,6 @@ function parseNginxLine(line) {
   return { t: Number(m[1]) * 1000, method: m[2], path: m[3], status: Number(m[4]), bytes: Number(m[5]) };
 }
 
-/** Environment for sysroot commands: none of the caller's SYSROOT_* settings, plus `extra`. */
-function sysrootEnv(extra) {
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SYSROOT_')) env[k] = v;
-  return { ...env, ...extra };
-}
-
 /** A fresh repository served by `sysroot serve` on a free port, with a push token. */
 async function startRegistry(dir) {
   const repo = join(dir, 'repo');
@@ -147,22 +134,15 @@ async function startRegistry(dir) {
     .split('\n')
     .pop();
   const logFile = join(dir, 'serve.log');
-  const fd = openSync(logFile, 'a');
-  const child = track(
-    spawn(NODE, [BIN, 'serve', '--repo', repo, '--listen', '127.0.0.1:0'], {
-      env,
-      stdio: ['ignore', 'ignore', fd],
-    }),
-  );
-  closeSync(fd);
-  const stop = () => stopChild(child, 'SIGTERM');
-  for (let i = 0; i < 200 && child.exitCode === null; i++) {
-    const m = /listening on (http:\/\/\S+)/.exec(readFileSync(logFile, 'utf8'));
-    if (m) return { repo, token, url: m[1], pid: child.pid, log: new LogTail(logFile, parseServeLine), stop };
-    await sleep(50);
-  }
-  await stop();
-  throw new Error(`sysroot serve did not start:\n${readFileSync(logFile, 'utf8')}`);
+  const server = await startServe(repo, env, logFile, 200);
+  return {
+    repo,
+    token,
+    url: server.url,
+    pid: server.pid,
+    log: new LogTail(logFile, parseServeLine),
+    stop: server.stop,
+  };
 }
 
 /**
