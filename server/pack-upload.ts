@@ -32,7 +32,7 @@ import type { ApiLimits } from './api-routes.js';
 import { type AppEnv, requireUpload } from './auth.js';
 import { fromWebStream } from './body-stream.js';
 import { jsonResponse } from './errors.js';
-import { tempFile } from './upload.js';
+import { tempFile, tooLarge } from './upload.js';
 
 export interface PackUploadDeps {
   repo: Repository;
@@ -67,14 +67,6 @@ export function packUploadRoutes(deps: PackUploadDeps): Hono<AppEnv> {
     return jsonResponse(result, 200);
   });
   return app;
-}
-
-function tooLarge(id: string, limit: number, length: number): RegistryError {
-  return new RegistryError('E_LIMIT', `object ${id} is larger than the server accepts (${limit} bytes)`, {
-    object: id,
-    expected: `<= ${limit} bytes`,
-    found: `${length} bytes`,
-  });
 }
 
 /** One record being received: its bytes so far (small) or the temp file they go to (large). */
@@ -175,10 +167,15 @@ export async function receivePack(
   }
 }
 
+/** A small record's bytes (readPack's `collect` hands them over as one chunk). */
+function bytesOf(r: Receiving): Buffer {
+  return r.chunks.length === 1 ? r.chunks[0]! : Buffer.concat(r.chunks);
+}
+
 /** store(), through the batch writer: a small record on a directory store. */
 async function storeBatched(repo: Repository, batch: FsBatchWriter, r: Receiving): Promise<boolean> {
   const type = objectTypeOf(r.kind);
-  const bytes = r.chunks.length === 1 ? r.chunks[0]! : Buffer.concat(r.chunks);
+  const bytes = bytesOf(r);
   const key = objectPath(r.checksum, type);
   const created = await batch.write(key, bytes);
   if (!created && type !== 'file' && type !== 'commitmeta') {
@@ -197,7 +194,7 @@ async function storeBatched(repo: Repository, batch: FsBatchWriter, r: Receiving
 async function store(repo: Repository, r: Receiving): Promise<boolean> {
   const type = objectTypeOf(r.kind);
   if (type !== 'file') {
-    const bytes = r.chunks.length === 1 ? r.chunks[0]! : Buffer.concat(r.chunks);
+    const bytes = bytesOf(r);
     const existed = await repo.objects.has(r.checksum, type);
     await repo.objects.putMetadata(type, bytes, r.checksum);
     repo.noteStored({ checksum: r.checksum, type }, type === 'dirtree' ? bytes : undefined);
@@ -216,7 +213,7 @@ async function store(repo: Repository, r: Receiving): Promise<boolean> {
       await unlink(r.tmp.path).catch(() => {});
     }
   } else {
-    const bytes = r.chunks.length === 1 ? r.chunks[0]! : Buffer.concat(r.chunks);
+    const bytes = bytesOf(r);
     created = await repo.blobs.createOnce(key, bytes);
   }
   repo.noteStored({ checksum: r.checksum, type: 'file', size: r.size });

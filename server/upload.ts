@@ -44,11 +44,12 @@ export const DEFAULT_UPLOAD_LIMITS: UploadLimits = {
   maxMetadataBytes: 10 * 1024 ** 2,
 };
 
-function tooLarge(id: string, limit: number): RegistryError {
+/** E_LIMIT for an object over `limit`; `length` when it is known (a declared or pack record length). */
+export function tooLarge(id: string, limit: number, length?: number): RegistryError {
   return new RegistryError('E_LIMIT', `object ${id} is larger than the server accepts (${limit} bytes)`, {
     object: id,
     expected: `<= ${limit} bytes`,
-    found: `> ${limit} bytes`,
+    found: length === undefined ? `> ${limit} bytes` : `${length} bytes`,
   });
 }
 
