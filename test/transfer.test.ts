@@ -4,15 +4,7 @@
  * purpose; push and pull against the real server are in push.test.ts and pull.test.ts.
  */
 
-import {
-  existsSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  statSync,
-  utimesSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -20,18 +12,10 @@ import { inspect } from 'node:util';
 import { deflateRawSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { RegistryError } from '../src/errors.js';
-import {
-  contentChecksum,
-  encodeDirMeta,
-  type FileMeta,
-  filezHeader,
-  objectPath,
-  sha256,
-} from '../src/objects/index.js';
+import { contentChecksum, encodeDirMeta, type FileMeta, filezHeader, sha256 } from '../src/objects/index.js';
 import { KIND, PackWriter } from '../src/pack/index.js';
-import { defaultCacheDir, ObjectCache } from '../src/transfer/cache.js';
 import { parseBaseUrl, RegistryClient } from '../src/transfer/client.js';
-import { PackCache } from '../src/transfer/pack-cache.js';
+import { defaultCacheDir, PackCache } from '../src/transfer/pack-cache.js';
 import { parsePullSpec } from '../src/transfer/pull.js';
 import { commitMetadata } from '../src/transfer/push.js';
 import {
@@ -236,56 +220,10 @@ describe('client', () => {
   });
 });
 
-describe('object cache', () => {
+describe('cache directory', () => {
   it('lives under $SYSROOT_CACHE_DIR or $XDG_CACHE_HOME/sysroot-registry/objects', () => {
     expect(defaultCacheDir({ SYSROOT_CACHE_DIR: '/x/y' })).toBe('/x/y');
     expect(defaultCacheDir({ XDG_CACHE_HOME: '/c' })).toBe('/c/sysroot-registry/objects');
-  });
-
-  it('is an archive repository and stores only verified objects', async () => {
-    const dir = join(tempDir(), 'cache');
-    const cache = await ObjectCache.open(dir);
-    expect(readFileSync(join(dir, 'config'), 'utf8')).toContain('mode=archive-z2');
-    const good = filezOf('hello');
-    expect(await cache.putFilez(good.checksum, good.filez)).toBe(true);
-    expect(await cache.putFilez(good.checksum, good.filez)).toBe(false);
-
-    const bad = Buffer.from(good.filez);
-    bad[bad.length - 1]! ^= 0xff;
-    const other = filezOf('other');
-    await rejects(cache.putFilez(other.checksum, bad), 'E_CORRUPT_OBJECT');
-    expect(await cache.has(other.checksum, 'file')).toBe(false);
-
-    const dm = encodeDirMeta({ uid: 0, gid: 0, mode: 0o40755, xattrs: [] });
-    await rejects(cache.putMetadata('f'.repeat(64), 'dirmeta', dm), 'E_CORRUPT_OBJECT');
-    await cache.putMetadata(sha256(dm), 'dirmeta', dm);
-    expect(await cache.readMetadata(sha256(dm), 'dirmeta')).toEqual(dm);
-  });
-
-  it('verifies a streamed .filez before linking it, leaving no temp files on failure', async () => {
-    const dir = join(tempDir(), 'cache');
-    const cache = await ObjectCache.open(dir);
-    const big = filezOf(`${'x'.repeat(300_000)}tail`);
-    expect(await cache.putFilezStream(big.checksum, chunks(big.filez, 1000))).toBe(true);
-    expect((await cache.objects.getContent(big.checksum)).size).toBe(300_004);
-
-    const wrong = filezOf('y'.repeat(300_000));
-    await rejects(cache.putFilezStream(wrong.checksum, chunks(big.filez, 1000)), 'E_CORRUPT_OBJECT');
-    expect(await cache.has(wrong.checksum, 'file')).toBe(false);
-    expect(readdirSync(join(dir, 'tmp'))).toEqual([]);
-
-    const link = filezOf('', { mode: 0o120777, symlinkTarget: '../lib' });
-    expect(await cache.putFilezStream(link.checksum, chunks(link.filez))).toBe(true);
-  });
-
-  it('evicts a cached object that no longer verifies', async () => {
-    const cache = await ObjectCache.open(join(tempDir(), 'cache'));
-    const dm = encodeDirMeta({ uid: 0, gid: 0, mode: 0o40700, xattrs: [] });
-    const c = sha256(dm);
-    await cache.putMetadata(c, 'dirmeta', dm);
-    writeFileSync(cache.blobs.path(objectPath(c, 'dirmeta')), Buffer.from('rotten'));
-    expect(await cache.readMetadata(c, 'dirmeta')).toBeUndefined();
-    expect(existsSync(cache.blobs.path(objectPath(c, 'dirmeta')))).toBe(false);
   });
 });
 

@@ -17,20 +17,26 @@
  * - Nothing here is trusted blindly later: an `.idx` that does not decode, a pack whose frames fail
  *   zstd's checksum or do not match the index is E_BAD_PACK, and the pull evicts it (with every
  *   catalogue entry that lists it) and fetches again.
- * - The archive-z2 object cache (cache.ts) lives beside this in the same directory; push uses it.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { closeSync, fstatSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { mkdir, readdir, readFile, realpath, rename, unlink, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { errnoCode, isRegistryError, RegistryError } from '../errors.js';
 import { type Checksum, isChecksum } from '../objects/index.js';
 import type { PackIndex } from '../pack/format.js';
 import { decodeIndex, encodeIndex } from '../pack/index-file.js';
 import type { PackFile } from '../pack/pack-file.js';
 import { ioError } from '../store/fs-blob-store.js';
-import { defaultCacheDir } from './cache.js';
 import type { PackSource } from './pack-source.js';
+
+/** `$SYSROOT_CACHE_DIR`, else `${XDG_CACHE_HOME:-~/.cache}/sysroot-registry/objects`. */
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.SYSROOT_CACHE_DIR) return resolve(env.SYSROOT_CACHE_DIR);
+  const base = env.XDG_CACHE_HOME ? resolve(env.XDG_CACHE_HOME) : join(homedir(), '.cache');
+  return join(base, 'sysroot-registry', 'objects');
+}
 
 export interface CommitEntry {
   commit: Checksum;
