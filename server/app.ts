@@ -65,6 +65,6 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
     '/api/v1',
     apiRoutes({ repo: deps.repo, anonymousPull, limits, onRefMove: (to) => warmPacks(packs, to, logger) }),
   );
-  app.route('/api/v1', packUploadRoutes({ repo: deps.repo, limits }));
+  app.route('/api/v1', packUploadRoutes({ repo: deps.repo, limits, logger }));
   return app;
 }

@@ -32,11 +32,13 @@ import type { ApiLimits } from './api-routes.js';
 import { type AppEnv, requireUpload } from './auth.js';
 import { fromWebStream } from './body-stream.js';
 import { jsonResponse } from './errors.js';
+import type { Logger } from './logger.js';
 import { tempFile, tooLarge } from './upload.js';
 
 export interface PackUploadDeps {
   repo: Repository;
   limits: ApiLimits;
+  logger: Logger;
 }
 
 export interface PackUploadResult {
@@ -64,6 +66,11 @@ export function packUploadRoutes(deps: PackUploadDeps): Hono<AppEnv> {
     // Before a byte of the body is read: a client without the scope learns at once.
     requireUpload(c);
     const result = await receivePack(deps.repo, fromWebStream(c.req.raw.body), deps.limits);
+    // What the access log cannot say: how many records were new. A retried push that re-sent objects
+    // the server had shows up here as "already there" (the crash tests read this line).
+    deps.logger.info(
+      `pack received: ${result.records} records, ${result.stored} stored, ${result.existing} already there, ${result.bytes} bytes`,
+    );
     return jsonResponse(result, 200);
   });
   return app;
