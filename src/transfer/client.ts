@@ -189,6 +189,8 @@ interface RequestSpec {
   /** A buffer, or a factory so a streamed body can be sent again on a retry. */
   body?: RequestBody;
   contentLength?: number;
+  /** Runs after the backoff, before each retry: e.g. to work out again what the body must hold. */
+  beforeRetry?: () => Promise<void>;
 }
 
 /** What one attempt does with a successful (2xx) answer; it runs inside the retry loop. */
@@ -245,6 +247,7 @@ export class RegistryClient {
         const delay = Math.min(e.retryAfterMs ?? this.backoff(attempt), this.maxDelayMs * 10);
         this.onRetry?.(spec.what, attempt + 1, e.message, delay);
         await sleep(delay);
+        await spec.beforeRetry?.();
       }
     }
   }
@@ -423,13 +426,15 @@ export class RegistryClient {
 
   /**
    * Upload a pack of objects in one request (POST /api/v1/packs). `body` is a factory: a retry
-   * generates the pack again. Answers how many records the server stored or had already.
+   * generates the pack again, after `beforeRetry` (if given) has run. Answers how many records the
+   * server stored or had already.
    */
   async postPack(
     body: () => AsyncIterable<Uint8Array>,
+    opts: { beforeRetry?: () => Promise<void> } = {},
   ): Promise<{ records: number; stored: number; existing: number; bytes: number }> {
     return this.request(
-      { method: 'POST', url: this.apiUrl('packs'), what: 'POST /api/v1/packs', body },
+      { method: 'POST', url: this.apiUrl('packs'), what: 'POST /api/v1/packs', body, ...opts },
       async (res) =>
         (await res.json()) as { records: number; stored: number; existing: number; bytes: number },
     );

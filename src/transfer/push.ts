@@ -209,19 +209,25 @@ export async function push(
       return out;
     };
 
-    /** Everything in `send` as one pack, in one request: files first, the commit last. */
+    /**
+     * Everything in `send` as one pack, in one request: files first, the commit last. A retry (the
+     * connection broke, the server restarted) first asks again which of them the server lacks: the
+     * records the failed attempt got stored are not sent twice (a 24 MiB pack cut halfway resends
+     * half of it, not all of it).
+     */
     const upload = async (send: ObjectRef[]): Promise<void> => {
       if (send.length === 0) return;
-      const files = send.filter((o) => o.type === 'file').map((o) => o.checksum);
-      const meta = send
-        .filter((o): o is ObjectRef & { type: Exclude<ObjectType, 'file'> } => o.type !== 'file')
-        .sort((a, b) => RECORD_ORDER[a.type] - RECORD_ORDER[b.type]);
+      let pending = send;
       let failure: unknown;
       let wire = 0;
       const body = (): AsyncIterable<Uint8Array> => {
         // A pack that failed to build (a file changed while pushing) fails the same way again.
         if (failure !== undefined) throw failure;
-        progress.phase('upload', send.length);
+        const files = pending.filter((o) => o.type === 'file').map((o) => o.checksum);
+        const meta = pending
+          .filter((o): o is ObjectRef & { type: Exclude<ObjectType, 'file'> } => o.type !== 'file')
+          .sort((a, b) => RECORD_ORDER[a.type] - RECORD_ORDER[b.type]);
+        progress.phase('upload', pending.length);
         const out = new PassThrough({ highWaterMark: PIPE_BYTES });
         // Store (level 0) on this thread: ~0.1 s of CPU for the 54 MB of a sysroot's .filez, not
         // worth the memory of the zstd pool's two workers.
@@ -245,8 +251,13 @@ export async function push(
         });
         return slices(out);
       };
+      const beforeRetry = async (): Promise<void> => {
+        progress.stop();
+        if (failure !== undefined) return;
+        pending = await lacking(pending);
+      };
       try {
-        const r = await client.postPack(body);
+        const r = await client.postPack(body, { beforeRetry });
         stats.objects += r.records;
       } catch (e) {
         throw failure ?? e;
