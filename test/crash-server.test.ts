@@ -14,7 +14,11 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, describe, expect, it } from 'vitest';
 import { TokenStore } from '../src/auth/tokens.js';
+import { encodeCommit } from '../src/objects/index.js';
+import { SUMMARY_KEY } from '../src/repo/layout.js';
+import { appendRecord, readLastRecord } from '../src/repo/reflog.js';
 import { Repository } from '../src/repo/repository.js';
+import { sysroot } from './helpers/cli.js';
 import {
   checkRepo,
   countObjects,
@@ -88,6 +92,50 @@ describe(`kill -9 of the server during a push, ${KILLS} times`, () => {
     expect(result.uploaded.objects).toBe(packs[0]!.records);
     expect(landed + packs[0]!.stored).toBe(countObjects(repoPath) - before);
     expect(await headOf(server.url, REF)).toBe(result.commit);
+    await server.stop();
+    const { report } = await checkRepo(repoPath);
+    expect(report.problems).toEqual([]);
+  });
+
+  it('finishes, when it starts, a ref move a crash cut between the ref log and refs/heads', async () => {
+    const REF = 'crash/cut';
+    const { path: repoPath, token } = await newRepo('sysroot-crash-cut-');
+    const tree = join(tempDir('sysroot-crash-tree-'), 'tree');
+    makeTree(tree, { dirs: 1, files: 3, bytes: 1000 });
+    let server = await startServe(repoPath);
+    const pushed = sysroot(['push', '--url', server.url, '--ref', REF, '--json', tree], {
+      env: { SYSROOT_TOKEN: token },
+    });
+    expect(pushed.status, pushed.stderr).toBe(0);
+    const v1 = (JSON.parse(pushed.stdout) as { commit: string }).commit;
+    await server.stop();
+
+    // What a crash right after the commit point leaves: record 2 written, refs/heads and summary not.
+    const repo = await Repository.open(repoPath);
+    const c1 = await repo.readCommit(v1);
+    const v2 = await repo.objects.putMetadata('commit', encodeCommit({ ...c1, parent: v1, subject: 'v2' }));
+    const last = (await readLastRecord(repo.blobs, REF))!;
+    await appendRecord(repo.blobs, {
+      ...last.record,
+      seq: 2,
+      from: v1,
+      to: v2,
+      reason: 'v2',
+      prev: last.hash,
+      time: new Date().toISOString(),
+    });
+    const staleSummary = await repo.blobs.read(SUMMARY_KEY);
+    repo.close();
+    const cut = await checkRepo(repoPath);
+    expect(cut.report.problems.map((p) => p.message)).toEqual([
+      expect.stringMatching(new RegExp(`ref ${REF} is at ${v1} but its ref log ends at ${v2}`)),
+    ]);
+
+    server = await startServe(repoPath);
+    expect(server.log()).toMatch(new RegExp(`finished an interrupted move of ${REF} to ${v2}`));
+    expect(await (await fetch(`${server.url}/repo/refs/heads/${REF}`)).text()).toBe(`${v2}\n`);
+    const summary = Buffer.from(await (await fetch(`${server.url}/repo/summary`)).arrayBuffer());
+    expect(summary.equals(staleSummary!)).toBe(false);
     await server.stop();
     const { report } = await checkRepo(repoPath);
     expect(report.problems).toEqual([]);

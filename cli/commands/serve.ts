@@ -48,6 +48,11 @@ export async function run(opts: ServeFlags, cmd?: OptionSources): Promise<number
   const repo = await openRepo(config.repo);
   const tokens = TokenStore.forRepo(repo);
   try {
+    // Before the first client: a ref move this or another node was killed in the middle of.
+    const repaired = await repo.finishInterruptedMoves();
+    for (const r of repaired.refs)
+      note(`finished an interrupted move of ${r.ref} to ${r.to} (refs/heads was behind its ref log)`);
+    if (repaired.summary) note('rewrote the summary from refs/heads (it was stale)');
     const app = createApp({
       repo,
       tokens,

@@ -19,6 +19,7 @@ import {
   type Checksum,
   type Commit,
   decodeCommit,
+  decodeSummary,
   encodeCommit,
   encodeSummary,
   isChecksum,
@@ -497,6 +498,42 @@ export class Repository {
     const records = await readRefLog(this.blobs, ref);
     if (records.length === 0 && !(await this.readRef(ref))) throw refNotFound(ref);
     return records.map((r) => r.record).reverse();
+  }
+
+  /**
+   * Finish the ref moves a crash cut short. A move's commit point is its ref log record; a process
+   * killed after writing it (kill -9, a power cut, a node lost) leaves refs/heads/<ref> behind the log,
+   * or the summary behind refs/heads, until the next move of that ref — and stock ostree clients,
+   * which read only those two, see the previous head meanwhile. Under the write lock: every logged
+   * ref whose refs/heads differs from its newest record is published, and the summary is rewritten
+   * if it does not list exactly refs/heads. `sysroot serve` runs this when it starts. Returns what
+   * it repaired (the closure of each commit was checked before its record was written).
+   */
+  async finishInterruptedMoves(): Promise<{ refs: Array<{ ref: string; to: Checksum }>; summary: boolean }> {
+    return this.blobs.withLock(async () => {
+      const refs: Array<{ ref: string; to: Checksum }> = [];
+      for (const ref of await listLoggedRefs(this.blobs)) {
+        const newest = (await readLastRecord(this.blobs, ref))?.record.to;
+        if (newest && (await this.readRef(ref)) !== newest) {
+          await this.publishRef(ref);
+          refs.push({ ref, to: newest });
+        }
+      }
+      const heads = new Map((await this.listRefs()).map((r) => [r.name, r.head]));
+      const bytes = await this.blobs.read(SUMMARY_KEY);
+      let agrees = false;
+      try {
+        const listed = bytes ? decodeSummary(bytes).refs : [];
+        agrees =
+          (bytes !== undefined || heads.size === 0) &&
+          listed.length === heads.size &&
+          listed.every((r) => heads.get(r.name) === r.checksum);
+      } catch {
+        // A summary that does not decode is rewritten like a stale one.
+      }
+      if (!agrees) await this.writeSummaryLocked();
+      return { refs, summary: !agrees };
+    });
   }
 
   /** Rewrite the summary from refs/heads. Takes the write lock. */
