@@ -10,7 +10,6 @@
  * - A JSON error body (`{"error": {code, message, details}}`) becomes the same RegistryError the
  *   server raised, so `sysroot push` fails with the server's code, message and exit code.
  */
-import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ERROR_CODES, type ErrorCode, type ErrorDetails, RegistryError } from '../errors.js';
 import { type Checksum, type ObjectType, objectId, objectPath } from '../objects/index.js';
@@ -270,17 +269,7 @@ export class RegistryClient {
       if (spec.contentLength !== undefined) headers['content-length'] = String(spec.contentLength);
       const source = spec.body();
       // Touch the idle timer on every chunk sent, so a long upload that is moving is not aborted.
-      // node:stream/web's ReadableStream and the global one are the same class with different typings.
-      body = Readable.toWeb(
-        Readable.from(
-          (async function* () {
-            for await (const c of source) {
-              idle.touch();
-              yield c;
-            }
-          })(),
-        ),
-      ) as ReadableStream<Uint8Array>;
+      body = uploadStream(source, () => idle.touch());
     }
     let res: Response;
     try {
@@ -477,6 +466,34 @@ export class RegistryClient {
       throw e;
     }
   }
+}
+
+/**
+ * A streamed request body that pulls one chunk from `source` per chunk fetch asks for, and stops the
+ * source when fetch cancels it. Not Readable.toWeb(Readable.from(…)): when the server answers before
+ * the body is all sent (a 400 for a corrupt record, a 507 for a full disk) fetch cancels the stream,
+ * and Node 20's adapter then still enqueues the chunk in flight into the closed controller — an
+ * uncaught ERR_INVALID_STATE that killed `sysroot push` instead of reporting the server's answer.
+ */
+function uploadStream(source: AsyncIterable<Uint8Array>, onChunk: () => void): ReadableStream<Uint8Array> {
+  const it = source[Symbol.asyncIterator]();
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        const n = await it.next();
+        if (n.done) {
+          controller.close();
+          return;
+        }
+        onChunk();
+        controller.enqueue(n.value);
+      },
+      async cancel() {
+        await it.return?.();
+      },
+    },
+    { highWaterMark: 0 },
+  );
 }
 
 /** A Buffer as fetch's body type (Node buffers are never backed by a SharedArrayBuffer here). */
