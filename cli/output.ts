@@ -1,5 +1,5 @@
 /** Data goes to stdout (JSON with --json); messages, progress and errors go to stderr. */
-import { isRegistryError } from '../src/errors.js';
+import { isRegistryError, noSpaceError } from '../src/errors.js';
 import { EXIT, exitCodeFor } from './exit-codes.js';
 
 export { formatBytes } from '../src/format.js';
@@ -17,7 +17,9 @@ export function note(line: string): void {
 }
 
 /** Print an error for a person (or as JSON) and return the exit code. */
-export function reportError(e: unknown, asJson: boolean): number {
+export function reportError(thrown: unknown, asJson: boolean): number {
+  // A raw ENOSPC from a write below (a temp file, SQLite) is a full disk, not a bug.
+  const e = isRegistryError(thrown) ? thrown : (noSpaceError(thrown, 'writing') ?? thrown);
   if (isRegistryError(e)) {
     if (asJson) process.stderr.write(`${JSON.stringify({ error: e.toJSON() })}\n`);
     else {

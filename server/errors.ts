@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Context } from 'hono';
 import type { ContentfulStatusCode } from 'hono/utils/http-status';
-import { type ErrorCode, isRegistryError, RegistryError } from '../src/errors.js';
+import { type ErrorCode, isRegistryError, noSpaceError, RegistryError } from '../src/errors.js';
 import type { Logger } from './logger.js';
 
 const STATUS: Partial<Record<ErrorCode, ContentfulStatusCode>> = {
@@ -28,6 +28,8 @@ const STATUS: Partial<Record<ErrorCode, ContentfulStatusCode>> = {
   E_NOT_IN_HISTORY: 409,
   E_OBJECT_MISSING: 422,
   E_LIMIT: 413,
+  // 507 Insufficient Storage (RFC 4918): the request was fine, the server cannot store it now.
+  E_NO_SPACE: 507,
 };
 
 export function statusFor(code: ErrorCode): ContentfulStatusCode {
@@ -48,7 +50,9 @@ export function jsonResponse(value: unknown, status: number, headers: Record<str
   });
 }
 
-export function errorResponse(err: unknown, logger: Logger, c?: Context): Response {
+export function errorResponse(thrown: unknown, logger: Logger, c?: Context): Response {
+  // A write that hit a full disk anywhere below (a temp file, the index): 507, not a 500 "bug".
+  const err = isRegistryError(thrown) ? thrown : (noSpaceError(thrown, 'the repository') ?? thrown);
   if (isRegistryError(err) && err.code !== 'E_INTERNAL') {
     const status = statusFor(err.code);
     if (status === 500) logger.error(`${describeRequest(c)}: ${err.code}: ${err.message}`, err.cause ?? err);

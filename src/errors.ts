@@ -37,6 +37,8 @@ export const ERROR_CODES = [
   'E_NOT_A_REPO',
   'E_FSCK',
   'E_IO',
+  // The filesystem the repository (or a temp file) is on is full: ENOSPC, EDQUOT.
+  'E_NO_SPACE',
   // Auth (server issue).
   'E_UNAUTHORIZED',
   'E_FORBIDDEN',
@@ -82,6 +84,24 @@ export class RegistryError extends Error {
 
 export function isRegistryError(e: unknown, code?: ErrorCode): e is RegistryError {
   return e instanceof RegistryError && (code === undefined || e.code === code);
+}
+
+/** errno codes that mean "the filesystem is full": the operator's to fix, not a bug, not transient. */
+const NO_SPACE = new Set(['ENOSPC', 'EDQUOT']);
+
+/**
+ * E_NO_SPACE for a write that failed because its filesystem is full (`e` or `errno` ENOSPC/EDQUOT),
+ * naming what was being written; undefined for any other failure.
+ */
+export function noSpaceError(e: unknown, what: string, errno = errnoCode(e)): RegistryError | undefined {
+  if (errno === undefined || !NO_SPACE.has(errno)) return undefined;
+  return new RegistryError(
+    'E_NO_SPACE',
+    `${what}: no space left on the device (${errno})`,
+    { path: what, errno },
+    'free space (or grow the filesystem) where the repository lives, then try again: what was stored is kept, and nothing partial is',
+    e instanceof Error ? e : undefined,
+  );
 }
 
 /** Narrow an unknown thrown value to a Node system error code (ENOENT, EEXIST, ...). */

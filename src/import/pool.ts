@@ -5,7 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
-import { RegistryError } from '../errors.js';
+import { noSpaceError, RegistryError } from '../errors.js';
 
 export interface WorkerInit {
   /** Repository root of an FsBlobStore: the worker writes objects itself. Null for other stores. */
@@ -216,5 +216,8 @@ function workerError(e: JobError): RegistryError {
   const hint = e.changed
     ? 'import a tree that is not being modified (a snapshot or a stopped build)'
     : undefined;
-  return new RegistryError('E_IO', e.message, { path: e.path, errno: e.errno }, hint);
+  return (
+    noSpaceError(undefined, e.path ?? 'the repository', e.errno) ??
+    new RegistryError('E_IO', e.message, { path: e.path, errno: e.errno }, hint)
+  );
 }

@@ -12,7 +12,7 @@
  */
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
-import { RegistryError } from '../errors.js';
+import { noSpaceError, RegistryError } from '../errors.js';
 import type { FsBlobStore } from './fs-blob-store.js';
 
 /** A batch closes at 64 blobs or 2 MiB: ~50 us of messaging per batch against ~5 ms of syscalls. */
@@ -134,10 +134,11 @@ export class FsBatchWriter {
         if (typeof r === 'boolean') p.resolve(r);
         else
           p.reject(
-            new RegistryError('E_IO', `${p.key}: ${r?.message ?? 'not written'}`, {
-              path: p.key,
-              errno: r?.code,
-            }),
+            noSpaceError(undefined, p.key, r?.code) ??
+              new RegistryError('E_IO', `${p.key}: ${r?.message ?? 'not written'}`, {
+                path: p.key,
+                errno: r?.code,
+              }),
           );
       });
     } catch (e) {

@@ -41,7 +41,7 @@ import {
 } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { errnoCode, RegistryError } from '../errors.js';
+import { errnoCode, noSpaceError, RegistryError } from '../errors.js';
 import type { BlobStat, BlobStore, ReplaceOptions } from './blob-store.js';
 
 const LOCK_KEY = 'sysroot/lock';
@@ -339,6 +339,8 @@ async function breakStaleLock(lockPath: string): Promise<boolean> {
 
 export function ioError(e: unknown, key: string): RegistryError {
   if (e instanceof RegistryError) return e;
+  const full = noSpaceError(e, key);
+  if (full) return full;
   return new RegistryError(
     'E_IO',
     `${key}: ${(e as Error).message}`,

@@ -134,6 +134,7 @@ function codeForStatus(status: number): ErrorCode {
   if (status === 409) return 'E_REF_CONFLICT';
   if (status === 413) return 'E_LIMIT';
   if (status === 422) return 'E_OBJECT_MISSING';
+  if (status === 507) return 'E_NO_SPACE';
   if (status >= 400 && status < 500) return 'E_USAGE';
   return 'E_IO';
 }
@@ -299,7 +300,8 @@ export class RegistryClient {
       if (res.status >= 300) {
         const text = await readText(res, idle, 64 * 1024).catch(() => '');
         const err = registryErrorFromBody(res.status, res.statusText, text, spec.what);
-        if (res.status >= RETRY_STATUS_MIN && res.status !== 501) {
+        // 501 and 507 (a full disk: it does not empty itself in the ~3 s of retries) are final.
+        if (res.status >= RETRY_STATUS_MIN && res.status !== 501 && res.status !== 507) {
           const ra = Number(res.headers.get('retry-after'));
           throw new TransientError(
             `HTTP ${res.status}`,

