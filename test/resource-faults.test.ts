@@ -12,15 +12,21 @@
  *   reached through a faulty proxy; push and pull through it succeed and verify.
  */
 import { execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readdirSync, rmSync } from 'node:fs';
+import { connect } from 'node:net';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { deflateRawSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TokenStore } from '../src/auth/tokens.js';
+import { contentChecksum, type FileMeta, filezHeader } from '../src/objects/index.js';
+import { KIND, PackWriter } from '../src/pack/index.js';
 import { Repository } from '../src/repo/repository.js';
 import { sysroot } from './helpers/cli.js';
-import { checkRepo, countObjects, makeTree } from './helpers/crash.js';
+import { checkRepo, countObjects, makeTree, spawnCli } from './helpers/crash.js';
 import { tempDir } from './helpers/repo.js';
-import { startServe, stopAllServers } from './helpers/serve-process.js';
+import { type ServeProcess, startServe, stopAllServers } from './helpers/serve-process.js';
 
 const mounts: string[] = [];
 
@@ -156,5 +162,151 @@ describe('disk full', () => {
     expect(tmpLitter(repoPath, tmpBefore)).toEqual([]);
     const { report } = await checkRepo(repoPath);
     expect(report.problems).toEqual([]);
+  });
+});
+
+/** Open file descriptors of a process (Linux): a leak per cut connection would show here. */
+function openFds(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
+}
+
+/** A raw HTTP/1.1 request whose connection the "client" destroys after `after` bytes went one way. */
+function cutRequest(
+  port: number,
+  head: string,
+  o: { send?: Buffer; readBytes?: number },
+): Promise<{ received: number }> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(port, '127.0.0.1');
+    let received = 0;
+    sock.on('error', () => {});
+    sock.on('connect', () => {
+      sock.write(head);
+      if (o.send) {
+        // Half of the body, then the client is gone.
+        sock.write(o.send, () => setTimeout(() => sock.destroy(), 50));
+      }
+    });
+    sock.on('data', (c: Buffer) => {
+      received += c.length;
+      if (o.readBytes !== undefined && received >= o.readBytes) sock.destroy();
+    });
+    sock.on('close', () => resolve({ received }));
+    setTimeout(() => reject(new Error('the cut request never closed')), 15_000).unref();
+  });
+}
+
+/** .filez bytes of a random file of `size` bytes, and its checksum. */
+function randomFilez(size: number): { checksum: string; filez: Buffer } {
+  const meta: FileMeta = { uid: 0, gid: 0, mode: 0o100644, symlinkTarget: '', xattrs: [] };
+  const payload = randomBytes(size);
+  return {
+    checksum: contentChecksum(meta, payload),
+    filez: Buffer.concat([filezHeader(meta, payload.length), deflateRawSync(payload, { level: 1 })]),
+  };
+}
+
+describe('a client that goes away mid-stream', () => {
+  let server: ServeProcess;
+  let repoPath: string;
+  let token: string;
+  let commit: string;
+
+  beforeAll(async () => {
+    repoPath = join(tempDir('sysroot-cut-'), 'repo');
+    expect(sysroot(['init', '--repo', repoPath]).status).toBe(0);
+    token = await tokenFor(repoPath);
+    server = await startServe(repoPath);
+    const tree = join(tempDir('sysroot-cut-src-'), 'tree');
+    // 6 MiB of incompressible files: a pack that takes many socket writes to send.
+    makeTree(tree, { dirs: 3, files: 8, bytes: 256 * 1024 });
+    const pushed = sysroot(['push', '--url', server.url, '--ref', 'cut/r', '--json', tree], {
+      env: { SYSROOT_TOKEN: token },
+    });
+    expect(pushed.status, pushed.stderr).toBe(0);
+    commit = (JSON.parse(pushed.stdout) as { commit: string }).commit;
+    // The pack exists before the cuts start (a pull generates it).
+    const pulled = sysroot(['pull', '--url', server.url, 'cut/r', join(tempDir(), 'first')], {
+      env: { SYSROOT_CACHE_DIR: tempDir() },
+    });
+    expect(pulled.status, pulled.stderr).toBe(0);
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  it('pulls cut off mid-pack: the others are served, nothing leaks, no internal error', async () => {
+    const fdsBefore = openFds(server.pid);
+    const logStart = server.log().length;
+    // 20 clients that hang up after 64 KiB of a ~6 MiB pack, while a full pull runs beside them.
+    const cuts = Promise.all(
+      Array.from({ length: 20 }, () =>
+        cutRequest(server.port, `GET /api/v1/packs/${commit} HTTP/1.1\r\nHost: t\r\n\r\n`, {
+          readBytes: 64 * 1024,
+        }),
+      ),
+    );
+    const dest = join(tempDir(), 'beside');
+    const beside = spawnCli(['pull', '--url', server.url, '--json', 'cut/r', dest], {
+      SYSROOT_CACHE_DIR: tempDir(),
+    });
+    const cut = await cuts;
+    expect(cut.every((c) => c.received >= 64 * 1024)).toBe(true);
+    const full = await beside.done;
+    expect(full.code, full.stderr).toBe(0);
+    expect((JSON.parse(full.stdout) as { commit: string }).commit).toBe(commit);
+    await server.waitForLog(/(GET \/api\/v1\/packs\/\S+ 200 \d+ \d+ms aborted[\s\S]*){20}/);
+    const log = server.log().slice(logStart);
+    expect(log).not.toMatch(/ error /);
+    await sleep(200);
+    expect(openFds(server.pid)).toBeLessThanOrEqual(fdsBefore + 2);
+  });
+
+  it('pushes cut off mid-upload: 400 in the log (not a 500), nothing partial stored, no temp file left', async () => {
+    const fdsBefore = openFds(server.pid);
+    const tmpBefore = readdirSync(join(repoPath, 'tmp'));
+    const objectsBefore = countObjects(repoPath);
+    const logStart = server.log().length;
+    // A pack of 4 files of 2 MiB (each > 1 MiB: streamed to a temp file as it arrives), cut halfway.
+    const files = Array.from({ length: 4 }, () => randomFilez(2 * 1024 * 1024));
+    const chunks: Buffer[] = [];
+    const pack = new PackWriter(async (c) => void chunks.push(c), { level: 0, threads: false });
+    for (const f of files) await pack.add(KIND.filez, f.checksum, f.filez);
+    await pack.finish();
+    const body = Buffer.concat(chunks);
+    const auth = `Authorization: Bearer ${token}\r\n`;
+    for (let i = 0; i < 3; i++) {
+      await cutRequest(
+        server.port,
+        `POST /api/v1/packs HTTP/1.1\r\nHost: t\r\n${auth}Content-Type: application/octet-stream\r\nContent-Length: ${body.length}\r\n\r\n`,
+        { send: body.subarray(0, body.length >> 1) },
+      );
+    }
+    // One object by PUT, cut halfway too.
+    const one = files[3]!;
+    await cutRequest(
+      server.port,
+      `PUT /api/v1/objects/${one.checksum}.file HTTP/1.1\r\nHost: t\r\n${auth}Content-Length: ${one.filez.length}\r\n\r\n`,
+      { send: one.filez.subarray(0, one.filez.length >> 1) },
+    );
+    await server.waitForLog(/(POST \/api\/v1\/packs 400[\s\S]*){3}/);
+    await server.waitForLog(/PUT \/api\/v1\/objects\/\S+ 400/);
+    const log = server.log().slice(logStart);
+    expect(log).not.toMatch(/ error |internal error| 500 /);
+    // Whatever got stored is whole: the first file (verified before the cut) at most, never the last.
+    const stored = countObjects(repoPath) - objectsBefore;
+    expect(stored).toBeLessThanOrEqual(2);
+    expect(tmpLitter(repoPath, tmpBefore)).toEqual([]);
+    const { report } = await checkRepo(repoPath, { underLock: true });
+    expect(report.problems).toEqual([]);
+    expect(openFds(server.pid)).toBeLessThanOrEqual(fdsBefore + 2);
+    // And it still takes a whole upload.
+    const put = await fetch(`${server.url}/api/v1/objects/${one.checksum}.file`, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${token}` },
+      body: new Uint8Array(one.filez),
+    });
+    expect(put.status).toBe(201);
   });
 });
