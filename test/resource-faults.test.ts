@@ -13,7 +13,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -25,7 +25,9 @@ import { KIND, PackWriter } from '../src/pack/index.js';
 import { Repository } from '../src/repo/repository.js';
 import { sysroot } from './helpers/cli.js';
 import { checkRepo, countObjects, makeTree, spawnCli } from './helpers/crash.js';
+import { type Fault, type FaultProxy, startFaultProxy } from './helpers/fault-proxy.js';
 import { tempDir } from './helpers/repo.js';
+import { type S3Server, s3Env, startS3 } from './helpers/s3-server.js';
 import { type ServeProcess, startServe, stopAllServers } from './helpers/serve-process.js';
 
 const mounts: string[] = [];
@@ -308,5 +310,70 @@ describe('a client that goes away mid-stream', () => {
       body: new Uint8Array(one.filez),
     });
     expect(put.status).toBe(201);
+  });
+});
+
+describe('S3 answering 503 and resetting connections, through a whole server', () => {
+  let s3: S3Server;
+  let proxy: FaultProxy;
+
+  beforeAll(async () => {
+    s3 = await startS3({ bucket: 'faulty' });
+    proxy = await startFaultProxy(new URL(s3.endpoint));
+  });
+  afterAll(async () => {
+    await proxy?.close();
+    await s3?.stop();
+  });
+
+  it('push and pull through `sysroot serve` on a bucket whose every 4th request fails succeed and verify', async () => {
+    const location = `s3://${s3.bucket}/e2e`;
+    const direct = { ...s3Env(s3), SYSROOT_INDEX_DIR: tempDir('sysroot-s3f-index-') };
+    expect(sysroot(['init', '--repo', location], { env: direct }).status).toBe(0);
+    const created = sysroot(['token', 'create', '--repo', location, '--name', 'ci', '--scope', 'push:**'], {
+      env: direct,
+    });
+    expect(created.status, created.stderr).toBe(0);
+    const token = created.stdout.trim().split('\n').pop()!;
+
+    // Every 4th request the server makes to the bucket fails, in turn: 503 SlowDown, 500, a reset
+    // before RGW sees it, a reset halfway through the answer, an answer lost after RGW applied it.
+    const kinds: Fault[] = ['slowdown', 'error500', 'reset-request', 'reset-response', 'lose-response'];
+    let k = 0;
+    proxy.policy = (_req, n) => (n % 4 === 3 ? kinds[k++ % kinds.length]! : 'pass');
+    const server = await startServe(location, {
+      env: {
+        ...s3Env(s3),
+        AWS_ENDPOINT_URL: proxy.endpoint,
+        SYSROOT_INDEX_DIR: tempDir('sysroot-s3f-index-'),
+      },
+    });
+    try {
+      const tree = join(tempDir('sysroot-s3f-src-'), 'tree');
+      makeTree(tree, { dirs: 2, files: 10, bytes: 16 * 1024 });
+      writeFileSync(join(tree, 'big'), randomBytes(3 * 1024 * 1024));
+      // Asynchronously: the proxy runs in this process, and a spawnSync would stop it.
+      const pushed = await spawnCli(['push', '--url', server.url, '--ref', 's3/faulty', '--json', tree], {
+        SYSROOT_TOKEN: token,
+      }).done;
+      expect(pushed.code, `${pushed.stderr}\n${server.log()}`).toBe(0);
+      const commit = (JSON.parse(pushed.stdout) as { commit: string }).commit;
+
+      const dest = join(tempDir('sysroot-s3f-dest-'), 'd');
+      const pulled = await spawnCli(['pull', '--url', server.url, `s3/faulty@${commit}`, dest], {
+        SYSROOT_CACHE_DIR: tempDir(),
+      }).done;
+      expect(pulled.code, `${pulled.stderr}\n${server.log()}`).toBe(0);
+      expect(execFileSync('diff', ['-r', tree, dest], { encoding: 'utf8' })).toBe('');
+      const faults = new Set(proxy.seen.filter((s) => s.fault !== 'pass').map((s) => s.fault));
+      expect([...faults].sort()).toEqual([...kinds].sort());
+      expect(server.log()).not.toMatch(/internal error/);
+    } finally {
+      proxy.policy = () => 'pass';
+      await server.stop();
+    }
+    // The bucket, read straight from RGW: sound.
+    const fsck = sysroot(['fsck', '--repo', location], { env: direct });
+    expect(fsck.status, fsck.stderr).toBe(0);
   });
 });

@@ -1,113 +1,19 @@
 /**
- * S3BlobStore under transient faults: a small HTTP proxy on 127.0.0.1, written here, stands between
- * the adapter and a real RADOS Gateway and, request by request, answers 503 SlowDown or 500, resets
- * the connection mid-request or mid-response, or forwards the request and then loses the answer.
+ * S3BlobStore under transient faults: a small HTTP proxy on 127.0.0.1 (helpers/fault-proxy.ts) stands
+ * between the adapter and a real RADOS Gateway and, request by request, answers 503 SlowDown or 500,
+ * resets the connection mid-request or mid-response, or forwards the request and then loses the answer.
  * Reads and writes must still come out right (retries, resumed bodies, settled conditional writes),
  * and a failure that does not go away must end in RegistryError E_IO naming the key, not an SDK error.
  */
 import { createHash, randomBytes, randomFillSync } from 'node:crypto';
-import { createServer, type IncomingMessage, request, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { S3ServiceException } from '@aws-sdk/client-s3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { RegistryError } from '../src/errors.js';
 import type { RetryEvent } from '../src/store/retry.js';
 import { backoffDelay, DEFAULT_RETRY } from '../src/store/retry.js';
 import { S3BlobStore } from '../src/store/s3-blob-store.js';
+import { type Fault, type FaultProxy, startFaultProxy } from './helpers/fault-proxy.js';
 import { type S3Server, startS3 } from './helpers/s3-server.js';
-
-/**
- * pass: forward. slowdown / error500: answer that status without forwarding (nothing applied).
- * reset-request: tear the connection down before forwarding (nothing applied).
- * reset-response: forward, send half of the first body chunk, then reset (a read cut mid-body).
- * lose-response: forward (the request IS applied), then reset instead of answering.
- */
-type Fault = 'pass' | 'slowdown' | 'error500' | 'reset-request' | 'reset-response' | 'lose-response';
-
-interface Seen {
-  method: string;
-  path: string;
-  range: string | undefined;
-  conditional: boolean;
-  fault: Fault;
-  /** RGW's status when the request was forwarded. */
-  status?: number;
-}
-
-interface FaultProxy {
-  endpoint: string;
-  seen: Seen[];
-  policy: (req: IncomingMessage, n: number) => Fault;
-  close(): Promise<void>;
-}
-
-const errorXml = (code: string, message: string) =>
-  `<?xml version="1.0" encoding="UTF-8"?><Error><Code>${code}</Code><Message>${message}</Message>` +
-  '<RequestId>fault-proxy</RequestId></Error>';
-
-async function startFaultProxy(target: URL): Promise<FaultProxy> {
-  const proxy: FaultProxy = { endpoint: '', seen: [], policy: () => 'pass', close: async () => {} };
-  let n = 0;
-  const server: Server = createServer((req, res) => {
-    const fault = proxy.policy(req, n++);
-    const seen: Seen = {
-      method: req.method ?? '',
-      path: req.url ?? '',
-      range: req.headers.range,
-      conditional: req.headers['if-match'] !== undefined || req.headers['if-none-match'] !== undefined,
-      fault,
-    };
-    proxy.seen.push(seen);
-    if (fault === 'slowdown' || fault === 'error500') {
-      // Read the body first, as a server does, so the client is not cut off while it sends it.
-      req.resume();
-      req.on('end', () => {
-        const [status, code] = fault === 'slowdown' ? [503, 'SlowDown'] : [500, 'InternalError'];
-        res.writeHead(status, { 'content-type': 'application/xml' });
-        res.end(errorXml(code, 'injected by the test proxy'));
-      });
-      return;
-    }
-    if (fault === 'reset-request') {
-      // Mid-request: the headers (and maybe part of the body) arrived, the connection dies.
-      req.socket.resetAndDestroy();
-      return;
-    }
-    const headers = { ...req.headers };
-    // The proxy answers 100-continue itself; RGW gets the body straight away.
-    delete headers.expect;
-    const up = request(
-      { host: target.hostname, port: target.port, method: req.method, path: req.url, headers },
-      (answer) => {
-        seen.status = answer.statusCode;
-        if (fault === 'lose-response') {
-          answer.resume();
-          req.socket.resetAndDestroy();
-          return;
-        }
-        res.writeHead(answer.statusCode ?? 502, answer.rawHeaders);
-        if (fault === 'reset-response') {
-          answer.once('data', (chunk: Buffer) => {
-            answer.destroy();
-            res.write(chunk.subarray(0, chunk.length >> 1), () => req.socket.resetAndDestroy());
-          });
-          return;
-        }
-        answer.pipe(res);
-      },
-    );
-    up.on('error', () => req.socket.destroy());
-    req.pipe(up);
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  proxy.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  proxy.close = () =>
-    new Promise((resolve) => {
-      server.closeAllConnections();
-      server.close(() => resolve());
-    });
-  return proxy;
-}
 
 let s3: S3Server;
 let proxy: FaultProxy;
