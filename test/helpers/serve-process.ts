@@ -31,6 +31,11 @@ export interface ServeProcess {
   log(): string;
   /** The logs of every instance so far, oldest first (a restart starts a new one). */
   logs(): string[];
+  /**
+   * Resolve once the current instance's log matches `re` (the log arrives through this process's
+   * event loop, so it lags a spawnSync'd client by a tick); reject after `timeoutMs`.
+   */
+  waitForLog(re: RegExp, timeoutMs?: number): Promise<void>;
   /** kill -9, and wait until the process is gone (reaped). */
   kill9(): Promise<void>;
   /** Start a new instance on the same repository and port (after kill9 or stop). */
@@ -113,6 +118,13 @@ export async function startServe(repo: string, opts: ServeOptions = {}): Promise
     },
     log: () => cur().stderr,
     logs: () => instances.map((i) => i.stderr),
+    async waitForLog(re, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (!re.test(cur().stderr)) {
+        if (Date.now() > deadline) throw new Error(`the server never logged ${re}:\n${cur().stderr}`);
+        await sleep(10);
+      }
+    },
     async kill9() {
       cur().child.kill('SIGKILL');
       await cur().exited;
