@@ -29,6 +29,7 @@ import {
   seedFromEnv,
   spawnCli,
 } from './helpers/crash.js';
+import { describeTally, type KillLoop, serverKills, timePush } from './helpers/kill-loop.js';
 import { tempDir } from './helpers/repo.js';
 import { startServe, stopAllServers } from './helpers/serve-process.js';
 
@@ -43,9 +44,6 @@ const LOOP_TIMEOUT_MS = 60_000 + KILLS * 6_000;
 const FILE_BYTES = 8 * 1024;
 const CHANGED_PER_ROUND = 6;
 const BLOB_BYTES = 512 * 1024;
-
-/** What fsck says about a ref move a crash cut between the ref log record and refs/heads or the summary. */
-const INTERRUPTED_MOVE = /ref log ends at|^summary lists/;
 
 async function newRepo(prefix: string): Promise<{ path: string; token: string }> {
   const path = join(tempDir(prefix), 'repo');
@@ -70,126 +68,38 @@ describe(`kill -9 of the server during a push, ${KILLS} times`, () => {
   it(
     'leaves no ref at an incomplete commit, starts clean, and the push completes sending only what is missing',
     async () => {
-      const REF = 'crash/server';
       const { path: repoPath, token } = await newRepo('sysroot-crash-server-');
-      const env = { SYSROOT_TOKEN: token };
       const tree = join(tempDir('sysroot-crash-tree-'), 'tree');
       const paths = makeTree(tree, { dirs: 6, files: 10, bytes: FILE_BYTES });
       const server = await startServe(repoPath);
-      const args = (ts: number) => [
-        'push',
-        '--url',
-        server.url,
-        '--ref',
-        REF,
-        '--timestamp',
-        `@${ts}`,
-        '--json',
-        tree,
-      ];
-      const base = 1_700_000_000;
-
-      // Timing of one push of a new version: its duration, and when the server answers "missing".
-      const first = await spawnCli(args(base - 20), env).done;
-      expect(first.code, first.stderr).toBe(0);
-      const durations: number[] = [];
-      const netStarts: number[] = [];
-      const netSpans: number[] = [];
-      for (let i = 0; i < 3; i++) {
-        mutateTree(paths, CHANGED_PER_ROUND, FILE_BYTES, random, {
-          path: join(tree, 'blob'),
-          bytes: BLOB_BYTES,
-        });
-        const before = server.log().length;
-        const p = spawnCli(args(base - 10 + i), env);
-        const r = await p.done;
-        expect(r.code, r.stderr).toBe(0);
-        durations.push(performance.now() - p.started);
-        const log = server.log().slice(before);
-        const stamp = (re: RegExp) => Date.parse(new RegExp(`^(\\S+) info ${re.source}`, 'm').exec(log)![1]!);
-        const missingAt = stamp(/POST \/api\/v1\/objects\/missing/);
-        netStarts.push(missingAt - (performance.timeOrigin + p.started));
-        netSpans.push(stamp(/PUT \/api\/v1\/refs\//) - missingAt);
-      }
-      const duration = durations.sort((a, b) => a - b)[1]!;
-      const netStart = Math.max(0, netStarts.sort((a, b) => a - b)[1]!);
-      // From the server's answer to "missing" to its answer to the ref move: the pack and the move.
-      const netSpan = Math.max(5, netSpans.sort((a, b) => a - b)[1]!);
-
-      const outcomes = new Map<string, number>();
-      const count = (k: string) => outcomes.set(k, (outcomes.get(k) ?? 0) + 1);
-      for (let round = 1; round <= KILLS; round++) {
-        const ctx = `seed ${seed}, round ${round}`;
-        mutateTree(paths, CHANGED_PER_ROUND, FILE_BYTES, random, {
-          path: join(tree, 'blob'),
-          bytes: BLOB_BYTES,
-        });
-        const ts = base + round;
-        const logStart = server.log().length;
-        const victim = spawnCli(args(ts), env);
-        if (round % 2 === 0) {
-          await sleep(random() * duration);
-        } else {
-          while (
-            !/POST \/api\/v1\/objects\/missing/.test(server.log().slice(logStart)) &&
-            victim.child.exitCode === null
-          )
-            await sleep(2);
-          await sleep(random() * netSpan);
-        }
-        await server.kill9();
-
-        // The state the crash left, server down.
-        const crashed = await checkRepo(repoPath);
-        const interrupted = crashed.report.problems.filter((p) => INTERRUPTED_MOVE.test(p.message));
-        expect(
-          crashed.report.problems.filter((p) => !INTERRUPTED_MOVE.test(p.message)),
-          ctx,
-        ).toEqual([]);
-        if (interrupted.length) count('a ref move cut short');
-
-        const objectsAtRestart = countObjects(repoPath);
-        await server.restart();
-        const r = await victim.done;
-        const restarted = server.log();
-        if (r.code === 0) {
-          count(/retry \d+ in/.test(r.stderr) ? 'the push retried and completed' : 'the push had finished');
-        } else {
-          count('the push failed; run again');
-          const again = await spawnCli(args(ts), env).done;
-          expect(again.code, `${ctx}: ${again.stderr}`).toBe(0);
-          const result = JSON.parse(again.stdout) as { uploaded: { objects: number } };
-          expect(countObjects(repoPath) - objectsAtRestart, ctx).toBe(result.uploaded.objects);
-        }
-        // Whatever reached the restarted server was new to it: nothing it had was sent again.
-        const packs = packLines(server.log());
-        expect(
-          packs.every((p) => p.existing === 0),
-          `${ctx}: ${JSON.stringify(packs)}\n${restarted}\n${r.stderr}`,
-        ).toBe(true);
-        expect(
-          packs.reduce((n, p) => n + p.stored, 0),
-          ctx,
-        ).toBe(countObjects(repoPath) - objectsAtRestart);
-        if (interrupted.length) {
-          // The restart finished the move: clean without exception.
-          const { report } = await checkRepo(repoPath, { underLock: true });
-          expect(report.problems, ctx).toEqual([]);
-        }
-      }
+      const loop: KillLoop = {
+        server,
+        repoPath,
+        ref: 'crash/server',
+        env: { SYSROOT_TOKEN: token },
+        random,
+        nextVersion: () => {
+          mutateTree(paths, CHANGED_PER_ROUND, FILE_BYTES, random, {
+            path: join(tree, 'blob'),
+            bytes: BLOB_BYTES,
+          });
+          return tree;
+        },
+      };
+      const timing = await timePush(loop);
+      const outcomes = await serverKills(loop, timing, 1, KILLS, `seed ${seed}`);
       console.log(
-        `crash-server: ${KILLS} kills (seed ${seed}, push ${Math.round(duration)} ms, pack from ~${Math.round(netStart)} ms, pack and ref move ~${Math.round(netSpan)} ms): ` +
-          [...outcomes].map(([k, v]) => `${k} ${v}`).join(', '),
+        `crash-server: ${KILLS} kills (seed ${seed}, ${JSON.stringify(timing)}): ${describeTally(outcomes)}`,
       );
 
-      const head = await headOf(server.url, REF);
+      const head = await headOf(server.url, loop.ref);
       await server.stop();
       const { report } = await checkRepo(repoPath);
       expect(report.problems).toEqual([]);
       const cliFsck = sysroot(['fsck', '--repo', repoPath]);
       expect(cliFsck.status, cliFsck.stderr).toBe(0);
       const repo = await Repository.open(repoPath);
-      expect(await repo.readRef(REF)).toBe(head);
+      expect(await repo.readRef(loop.ref)).toBe(head);
       repo.close();
     },
     LOOP_TIMEOUT_MS,
