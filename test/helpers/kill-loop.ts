@@ -8,6 +8,8 @@
  * tree), in odd rounds uniform over the pack and the ref move, counted from the server's answer to
  * "which objects are missing" (the pack follows at once).
  */
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'vitest';
 import { checkRepo, countObjects, packLines, spawnCli } from './crash.js';
@@ -90,18 +92,28 @@ async function killMoment(l: KillLoop, round: number, t: PushTiming, logStart: n
 }
 
 /**
- * Wait until the server has logged nothing for `quietMs`: a request of a killed push still being
- * handled (an aborted pack flushing the records it verified) logs its line when it is done.
+ * Wait until the server is done with a killed push: nothing logged, no object added and no temp
+ * file in tmp/ for `quietMs`. An aborted pack logs its line only at the end, and the server may still
+ * be storing the records it had received (a sysroot's pack: ~1,500 objects after the client died).
  */
-async function settle(server: ServeProcess, quietMs = 100): Promise<void> {
-  let last = server.log().length;
-  for (let since = Date.now(); Date.now() - since < quietMs; ) {
+async function settle(server: ServeProcess, repoPath: string, quietMs = 100): Promise<void> {
+  const state = () => `${server.log().length}/${countObjects(repoPath)}/${tempFiles(repoPath).length}`;
+  let last = state();
+  const deadline = Date.now() + 15_000;
+  for (let since = Date.now(); Date.now() - since < quietMs || !last.endsWith('/0'); ) {
+    if (Date.now() > deadline) return; // the caller's check of tmp/ says what is left
     await sleep(20);
-    if (server.log().length !== last) {
-      last = server.log().length;
+    const now = state();
+    if (now !== last) {
+      last = now;
       since = Date.now();
     }
   }
+}
+
+/** Our temp files in a directory repository's tmp/ (FsBlobStore.tempPath names them tmp-…). */
+function tempFiles(repoPath: string): string[] {
+  return readdirSync(join(repoPath, 'tmp')).filter((n) => n.startsWith('tmp-'));
 }
 
 /** Which requests of one push the server answered, from its access log. */
@@ -133,7 +145,9 @@ export async function clientKills(l: KillLoop, t: PushTiming, from: number, to: 
     victim.child.kill('SIGKILL');
     const killed = await victim.done;
     if (killed.code !== 0) expect(killed.signal, where).toBe('SIGKILL');
-    await settle(l.server);
+    await settle(l.server, l.repoPath);
+    // No temp file left behind by the request the kill cut off.
+    expect(tempFiles(l.repoPath), where).toEqual([]);
     tally(phases, killed.code === 0 ? 'finished first' : phaseOf(l.server.log().slice(logStart)));
 
     // The retry starts at once: it spends its first ~250 ms starting up and hashing, long enough
