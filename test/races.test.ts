@@ -169,9 +169,11 @@ describe('concurrent moves of one ref', () => {
       if (r.code === 0) {
         landed.push((JSON.parse(r.stdout) as { commit: string }).commit);
       } else {
-        // Three rebases were not enough: a conflict, said plainly, exit 5.
+        // Three rebases were not enough: a conflict, said plainly (--json: as JSON on stderr), exit 5.
         expect(r.code, r.stderr).toBe(5);
-        expect(r.stderr).toMatch(/rebase 3 of 3[\s\S]*error: .*moved/);
+        expect(r.stderr).toMatch(
+          /rebase 3 of 3[\s\S]*"code":"E_REF_CONFLICT","message":"ref race\/push moved/,
+        );
       }
     }
     expect(landed.length).toBeGreaterThanOrEqual(1);

@@ -4,9 +4,9 @@
  *
  * Each round pushes a new version with a fixed timestamp, so a retry builds the very same commit
  * unless the killed push got as far as moving the ref. Kill times are random over one measured push:
- * in even rounds uniform over the whole of it (start-up and hashing included, ~75% of it for a small
- * tree), in odd rounds uniform over the pack and the ref move, counted from the server's answer to
- * "which objects are missing" (the pack follows at once).
+ * in even rounds uniform from its start to the server's answer to its ref move (start-up and hashing
+ * included, ~75% of that for a small tree), in odd rounds uniform over the pack and the ref move,
+ * counted from the server's answer to "which objects are missing" (the pack follows at once).
  */
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -84,7 +84,8 @@ export async function timePush(l: KillLoop): Promise<PushTiming> {
 /** Sleep until the moment to kill, by the round's rule (see the top of this file). */
 async function killMoment(l: KillLoop, round: number, t: PushTiming, logStart: number, alive: () => boolean) {
   if (round % 2 === 0) {
-    await sleep(l.random() * t.duration);
+    // Up to the server's answer to the ref move: after it the push only prints and exits.
+    await sleep(l.random() * Math.min(t.duration, t.netStart + t.netSpan));
     return;
   }
   while (!/POST \/api\/v1\/objects\/missing/.test(l.server.log().slice(logStart)) && alive()) await sleep(2);
