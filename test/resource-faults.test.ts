@@ -75,6 +75,8 @@ describe('disk full', () => {
     const repoPath = join(mnt, 'repo');
     expect(sysroot(['init', '--repo', repoPath]).status).toBe(0);
     const token = await tokenFor(repoPath);
+    // Made now, first used once the disk is full (its first use is recorded in tokens.sqlite).
+    const reader = await tokenFor(repoPath, ['pull']);
     const env = { SYSROOT_TOKEN: token };
     const server = await startServe(repoPath);
 
@@ -111,12 +113,22 @@ describe('disk full', () => {
       commit: v1commit,
     });
 
-    // The server keeps serving what it had, to `sysroot pull` and to stock ostree.
-    const dest = join(tempDir(), 'pulled');
-    const pulled = sysroot(['pull', '--url', server.url, `full/r@${v1commit}`, dest], {
-      env: { SYSROOT_CACHE_DIR: tempDir() },
-    });
-    expect(pulled.status, pulled.stderr).toBe(0);
+    // Not a byte left: what the push left free is taken too.
+    try {
+      execFileSync('dd', ['if=/dev/zero', `of=${join(mnt, 'filler')}`, 'bs=64k'], { stdio: 'ignore' });
+    } catch {
+      // dd stops with ENOSPC, as intended
+    }
+
+    // The server keeps serving what it had, to `sysroot pull` (with a token never used before, too)
+    // and to stock ostree.
+    for (const withToken of [{}, { SYSROOT_TOKEN: reader }]) {
+      const dest = join(tempDir(), 'pulled');
+      const pulled = sysroot(['pull', '--url', server.url, `full/r@${v1commit}`, dest], {
+        env: { SYSROOT_CACHE_DIR: tempDir(), ...withToken },
+      });
+      expect(pulled.status, pulled.stderr).toBe(0);
+    }
     const client = join(tempDir(), 'ostree');
     execFileSync('ostree', ['init', `--repo=${client}`, '--mode=archive']);
     execFileSync('ostree', [
