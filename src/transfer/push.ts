@@ -223,6 +223,9 @@ export async function push(
         if (failure !== undefined) throw failure;
         progress.phase('upload', send.length);
         const out = new PassThrough({ highWaterMark: PIPE_BYTES });
+        // Destroyed below if the pack fails to build, maybe before the request reads it: without a
+        // listener that 'error' would crash the process. `failure` carries it to the caller.
+        out.on('error', () => {});
         // Store (level 0) on this thread: ~0.1 s of CPU for the 54 MB of a sysroot's .filez, not
         // worth the memory of the zstd pool's two workers.
         const pack = new PackWriter(writableSink(out), { level: 0, threads: false });
