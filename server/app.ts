@@ -13,6 +13,7 @@ import type { Repository } from '../src/repo/repository.js';
 import { accessLog } from './access-log.js';
 import { type ApiLimits, apiRoutes } from './api-routes.js';
 import { type AppEnv, authenticate } from './auth.js';
+import { DEFAULT_BODY_PACE } from './body-stream.js';
 import { errorResponse, notFound } from './errors.js';
 import { type Logger, silentLogger } from './logger.js';
 import { ostreeRoutes } from './ostree-routes.js';
@@ -37,6 +38,7 @@ export interface AppDeps {
 export const DEFAULT_LIMITS: ApiLimits = {
   ...DEFAULT_UPLOAD_LIMITS,
   maxJsonBytes: 32 * 1024 ** 2,
+  bodyPace: DEFAULT_BODY_PACE,
 };
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {

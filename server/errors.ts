@@ -28,6 +28,7 @@ const STATUS: Partial<Record<ErrorCode, ContentfulStatusCode>> = {
   E_NOT_IN_HISTORY: 409,
   E_OBJECT_MISSING: 422,
   E_LIMIT: 413,
+  E_TIMEOUT: 408,
 };
 
 export function statusFor(code: ErrorCode): ContentfulStatusCode {

@@ -63,7 +63,11 @@ export function packUploadRoutes(deps: PackUploadDeps): Hono<AppEnv> {
   app.post('/packs', async (c) => {
     // Before a byte of the body is read: a client without the scope learns at once.
     requireUpload(c);
-    const result = await receivePack(deps.repo, fromWebStream(c.req.raw.body), deps.limits);
+    const result = await receivePack(
+      deps.repo,
+      fromWebStream(c.req.raw.body, deps.limits.bodyPace),
+      deps.limits,
+    );
     return jsonResponse(result, 200);
   });
   return app;

@@ -132,6 +132,7 @@ function codeForStatus(status: number): ErrorCode {
   if (status === 401) return 'E_UNAUTHORIZED';
   if (status === 403) return 'E_FORBIDDEN';
   if (status === 404 || status === 410) return 'E_NOT_FOUND';
+  if (status === 408) return 'E_TIMEOUT';
   if (status === 409) return 'E_REF_CONFLICT';
   if (status === 413) return 'E_LIMIT';
   if (status === 422) return 'E_OBJECT_MISSING';
