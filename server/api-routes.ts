@@ -16,7 +16,15 @@ import {
 import { readLastRecord } from '../src/repo/reflog.js';
 import { assertRef } from '../src/repo/refs.js';
 import { type Repository, refNotFound } from '../src/repo/repository.js';
-import { type AppEnv, actorOf, requireAdmin, requirePushRef, requireRead, requireUpload } from './auth.js';
+import {
+  type AppEnv,
+  actorOf,
+  requireAdmin,
+  requireCommitmetaUpload,
+  requirePushRef,
+  requireRead,
+  requireUpload,
+} from './auth.js';
 import { type BodyPace, fromWebStream } from './body-stream.js';
 import { jsonResponse } from './errors.js';
 import { readJson } from './json-body.js';
@@ -195,8 +203,9 @@ export function apiRoutes(deps: ApiRouteDeps): Hono<AppEnv> {
   });
 
   app.put('/objects/:name', async (c) => {
-    requireUpload(c);
+    const principal = requireUpload(c);
     const { checksum, type } = parseObjectName(c.req.param('name'));
+    if (type === 'commitmeta') requireCommitmetaUpload(principal, `${checksum}.commitmeta`);
     const length = c.req.header('content-length');
     const declared = length === undefined ? undefined : Number(length);
     const created = await receiveObject(
