@@ -146,6 +146,10 @@ export class CommitPacks {
     const objects = this.repo.objects;
     const exclude = from === undefined ? undefined : await closureSets(objects, from);
     const body = new PassThrough();
+    // A failed generation destroys `body` with its error, which reaches the caller through `storing`
+    // or the throw below. A store that has stopped listening to the stream by then (the directory
+    // store does) would leave that 'error' event unhandled, which kills the whole server process.
+    body.on('error', () => {});
     let aborting = false;
     let storeError: { error: unknown } | undefined;
     const storing = this.repo.blobs.createOnce(key, body);
