@@ -15,6 +15,7 @@ import { type ApiLimits, apiRoutes } from './api-routes.js';
 import { type AppEnv, authenticate } from './auth.js';
 import { DEFAULT_BODY_PACE } from './body-stream.js';
 import { errorResponse, notFound } from './errors.js';
+import { KnownCorrupt } from './known-corrupt.js';
 import { type Logger, silentLogger } from './logger.js';
 import { ostreeRoutes } from './ostree-routes.js';
 import { packRoutes, warmPacks } from './pack-routes.js';
@@ -51,6 +52,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use('*', accessLog(logger));
   app.use('*', authenticate(deps.tokens));
 
+  // Objects found corrupt by any route that reads the store: /repo/ no longer serves them.
+  const corrupt = new KnownCorrupt(logger);
   app.route(
     '/repo',
     ostreeRoutes({
@@ -58,11 +61,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       anonymousPull: deps.anonymousPull,
       logger,
       redirectObjects: deps.redirectObjects ?? false,
+      corrupt,
     }),
   );
   const packs = new CommitPacks(deps.repo);
   const { anonymousPull, redirectObjects } = deps;
-  app.route('/api/v1/packs', packRoutes({ packs, anonymousPull, logger, redirectObjects }));
+  app.route('/api/v1/packs', packRoutes({ packs, anonymousPull, logger, redirectObjects, corrupt }));
   app.route(
     '/api/v1',
     apiRoutes({ repo: deps.repo, anonymousPull, limits, onRefMove: (to) => warmPacks(packs, to, logger) }),

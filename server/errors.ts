@@ -86,6 +86,15 @@ function describeRequest(c: Context | undefined): string {
   return c ? `${c.req.method} ${c.req.path}` : 'request';
 }
 
+/**
+ * An object in the server's own store failed verification: the server's fault, not the request's,
+ * so 500 (the table's 400 for E_CORRUPT_OBJECT is for uploaded bytes), with the JSON error naming it.
+ */
+export function storeCorruptResponse(err: RegistryError, logger: Logger, c?: Context): Response {
+  const res = errorResponse(err, logger, c);
+  return new Response(res.body, { status: 500, headers: res.headers });
+}
+
 export function notFound(what: string): RegistryError {
   return new RegistryError('E_NOT_FOUND', `${what} not found`, { path: what });
 }
