@@ -46,6 +46,7 @@ const BY_CODE: Record<ErrorCode, number> = {
   E_UNAUTHORIZED: EXIT.AUTH,
   E_FORBIDDEN: EXIT.AUTH,
   E_IO: EXIT.IO,
+  E_TIMEOUT: EXIT.IO,
   E_INTERNAL: EXIT.INTERNAL,
 };
 

@@ -94,6 +94,10 @@ export function buildProgram(): Command {
         'commit a directory or tarball (.tar, .tar.gz, .tar.zst) to a ref; prints the commit checksum',
       )
       .addOption(repoOption())
+      .option(
+        '--max-expansion <ratio>',
+        'a compressed tarball may expand at most RATIO times past its first 64 MiB (default 100; 0: no limit)',
+      )
       .argument('<source>', 'directory or tarball'),
   )
     .addHelpText(

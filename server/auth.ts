@@ -94,6 +94,19 @@ export function requireAdmin(c: Context<AppEnv>, what: string): Principal {
   return p;
 }
 
+/**
+ * Detached metadata (`<commit>.commitmeta`) is named by its commit, not by its bytes, is write-once,
+ * and is served and packed with that commit: whoever writes it first decides what every puller of
+ * the commit gets (ostree reads signatures from it). Signing is done after a release, by whoever
+ * administers the registry, so it needs admin; a push scope for one ref must not attach it to the
+ * commits of another. `sysroot push` never sends one.
+ */
+export function requireCommitmetaUpload(p: Principal, object: string): void {
+  if (!isAdmin(p.scopes)) {
+    throw forbidden(p, `uploading detached metadata (${object}) needs the admin scope`, { object });
+  }
+}
+
 /** The name recorded in the ref log for a move made through the server. */
 export function actorOf(p: Principal): string {
   return `token:${p.name}`;

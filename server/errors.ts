@@ -28,6 +28,7 @@ const STATUS: Partial<Record<ErrorCode, ContentfulStatusCode>> = {
   E_NOT_IN_HISTORY: 409,
   E_OBJECT_MISSING: 422,
   E_LIMIT: 413,
+  E_TIMEOUT: 408,
 };
 
 export function statusFor(code: ErrorCode): ContentfulStatusCode {
@@ -83,6 +84,15 @@ export function errorResponse(err: unknown, logger: Logger, c?: Context): Respon
 
 function describeRequest(c: Context | undefined): string {
   return c ? `${c.req.method} ${c.req.path}` : 'request';
+}
+
+/**
+ * An object in the server's own store failed verification: the server's fault, not the request's,
+ * so 500 (the table's 400 for E_CORRUPT_OBJECT is for uploaded bytes), with the JSON error naming it.
+ */
+export function storeCorruptResponse(err: RegistryError, logger: Logger, c?: Context): Response {
+  const res = errorResponse(err, logger, c);
+  return new Response(res.body, { status: 500, headers: res.headers });
 }
 
 export function notFound(what: string): RegistryError {

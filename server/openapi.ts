@@ -235,7 +235,8 @@ export const OPENAPI = {
         },
       ],
       put: {
-        summary: 'upload one object, verified before it is stored write-once (any push scope or admin)',
+        summary:
+          'upload one object, verified before it is stored write-once (any push scope or admin; .commitmeta: admin only)',
         security: [{ bearer: [] }],
         requestBody: { required: true, content: { 'application/octet-stream': { schema: {} } } },
         responses: {
@@ -255,7 +256,8 @@ export const OPENAPI = {
           'stored write-once (any push scope or admin)',
         description:
           'Records of kind commit, dirtree, dirmeta, commitmeta and filez; content records are refused ' +
-          '(E_USAGE). A record that fails stops the request; records verified before it stay stored.',
+          '(E_USAGE); a commitmeta record needs admin (E_FORBIDDEN). A record that fails stops the request; ' +
+          'records verified before it stay stored.',
         security: [{ bearer: [] }],
         requestBody: { required: true, content: { 'application/octet-stream': { schema: {} } } },
         responses: {

@@ -21,6 +21,7 @@
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { Hono } from 'hono';
+import type { Principal } from '../src/auth/tokens.js';
 import { RegistryError } from '../src/errors.js';
 import { type Checksum, objectId, objectPath, sha256 } from '../src/objects/index.js';
 import { KIND, objectTypeOf, type RecordKind, readPack } from '../src/pack/index.js';
@@ -29,7 +30,7 @@ import { FsBatchWriter } from '../src/store/fs-batch-writer.js';
 import { FsBlobStore } from '../src/store/fs-blob-store.js';
 import { corrupt } from '../src/store/object-store.js';
 import type { ApiLimits } from './api-routes.js';
-import { type AppEnv, requireUpload } from './auth.js';
+import { type AppEnv, requireCommitmetaUpload, requireUpload } from './auth.js';
 import { fromWebStream } from './body-stream.js';
 import { jsonResponse } from './errors.js';
 import { tempFile, tooLarge } from './upload.js';
@@ -62,8 +63,13 @@ export function packUploadRoutes(deps: PackUploadDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.post('/packs', async (c) => {
     // Before a byte of the body is read: a client without the scope learns at once.
-    requireUpload(c);
-    const result = await receivePack(deps.repo, fromWebStream(c.req.raw.body), deps.limits);
+    const principal = requireUpload(c);
+    const result = await receivePack(
+      deps.repo,
+      fromWebStream(c.req.raw.body, deps.limits.bodyPace),
+      deps.limits,
+      principal,
+    );
     return jsonResponse(result, 200);
   });
   return app;
@@ -83,6 +89,8 @@ export async function receivePack(
   repo: Repository,
   body: AsyncIterable<Buffer>,
   limits: ApiLimits,
+  /** Who sends it: a commitmeta record needs admin (auth.ts requireCommitmetaUpload). */
+  principal?: Principal,
 ): Promise<PackUploadResult> {
   const result: PackUploadResult = { records: 0, stored: 0, existing: 0, bytes: 0 };
   const writes = new Set<Promise<void>>();
@@ -127,6 +135,7 @@ export async function receivePack(
             'send each file as a filez record (its archive-z2 .filez bytes)',
           );
         }
+        if (ev.kind === KIND.commitmeta && principal) requireCommitmetaUpload(principal, id);
         const limit = type === 'file' ? limits.maxFileBytes : limits.maxMetadataBytes;
         if (ev.length > limit) throw tooLarge(id, limit, ev.length);
         cur = { kind: ev.kind, checksum: ev.checksum, size: ev.file?.size ?? ev.length, chunks: [] };

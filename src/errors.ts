@@ -37,6 +37,8 @@ export const ERROR_CODES = [
   'E_NOT_A_REPO',
   'E_FSCK',
   'E_IO',
+  // A peer was too slow: a request body that stalls or trickles (server/body-stream.ts).
+  'E_TIMEOUT',
   // Auth (server issue).
   'E_UNAUTHORIZED',
   'E_FORBIDDEN',

@@ -1,7 +1,7 @@
 import { importSource } from '../../src/import/index.js';
 import { parseMetaArg } from '../../src/objects/index.js';
 import { note, out } from '../output.js';
-import { type CommitFlags, parseOwner, parseTimestamp } from './_commit-flags.js';
+import { type CommitFlags, parseMaxExpansion, parseOwner, parseTimestamp } from './_commit-flags.js';
 import { openRepo } from './_repo.js';
 
 // The flag parsers live apart so `sysroot push` can use them without loading the repository.
@@ -18,6 +18,7 @@ export async function run(source: string, flags: CommitFlags & { repo: string })
       owner,
       canonicalPermissions: flags.canonicalPermissions,
       skipSpecial: flags.skipSpecial,
+      maxExpansion: parseMaxExpansion(flags.maxExpansion),
     });
     if (imported.skippedSpecial.length) {
       note(

@@ -48,15 +48,16 @@ export async function run(opts: ServeFlags, cmd?: OptionSources): Promise<number
   const repo = await openRepo(config.repo);
   const tokens = TokenStore.forRepo(repo);
   try {
+    const logger = stderrLogger();
     const app = createApp({
       repo,
       tokens,
       anonymousPull: config.anonymousPull,
-      logger: stderrLogger(),
+      logger,
       limits: { maxFileBytes: config.maxUploadBytes, maxMetadataBytes: config.maxMetadataBytes },
       redirectObjects: config.redirectObjects,
     });
-    const server = await listen(app, config.listen.host, config.listen.port);
+    const server = await listen(app, config.listen.host, config.listen.port, { logger });
     const signalled = waitForSignal();
     if (config.redirectObjects && !repo.blobs.presignGet)
       note(`note: redirectObjects is on, but ${repo.location} cannot presign URLs: objects are streamed`);

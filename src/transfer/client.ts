@@ -4,7 +4,8 @@
  *
  * - The token travels only in the `Authorization: Bearer` header. It is never part of a URL, a
  *   message or an error's details, because errors end up in CI logs.
- * - Connection errors, timeouts and 5xx answers are retried with exponential backoff and jitter
+ * - Connection errors, timeouts and 5xx answers (but a 500 E_CORRUPT_OBJECT: the server's own copy is
+ *   damaged, and stays so) are retried with exponential backoff and jitter
  *   (5 tries, 200 ms doubling to at most 3 s: ~3 s of waiting in all), which rides out a server
  *   restart or a load balancer hiccup without hiding a server that is really down.
  * - A JSON error body (`{"error": {code, message, details}}`) becomes the same RegistryError the
@@ -132,6 +133,7 @@ function codeForStatus(status: number): ErrorCode {
   if (status === 401) return 'E_UNAUTHORIZED';
   if (status === 403) return 'E_FORBIDDEN';
   if (status === 404 || status === 410) return 'E_NOT_FOUND';
+  if (status === 408) return 'E_TIMEOUT';
   if (status === 409) return 'E_REF_CONFLICT';
   if (status === 413) return 'E_LIMIT';
   if (status === 422) return 'E_OBJECT_MISSING';
@@ -307,7 +309,9 @@ export class RegistryClient {
       if (res.status >= 300) {
         const text = await readText(res, idle, 64 * 1024).catch(() => '');
         const err = registryErrorFromBody(res.status, res.statusText, text, spec.what);
-        if (res.status >= RETRY_STATUS_MIN && res.status !== 501) {
+        // A server that found its own stored copy corrupt (500 E_CORRUPT_OBJECT) finds it corrupt
+        // again on a retry: it is answered at once, naming the object.
+        if (res.status >= RETRY_STATUS_MIN && res.status !== 501 && err.code !== 'E_CORRUPT_OBJECT') {
           const ra = Number(res.headers.get('retry-after'));
           throw new TransientError(
             `HTTP ${res.status}`,
