@@ -17,6 +17,7 @@ const STATUS: Partial<Record<ErrorCode, ContentfulStatusCode>> = {
   E_CORRUPT_OBJECT: 400,
   E_NOT_NORMAL_FORM: 400,
   E_BAD_PACK: 400,
+  E_SIGNATURE: 400,
   E_BAD_NAME: 400,
   E_BAD_ARCHIVE: 400,
   E_UNAUTHORIZED: 401,
