@@ -27,6 +27,7 @@ const STATUS: Partial<Record<ErrorCode, ContentfulStatusCode>> = {
   E_REF_CONFLICT: 409,
   E_NOT_FAST_FORWARD: 409,
   E_NOT_IN_HISTORY: 409,
+  E_EXISTS: 409,
   E_OBJECT_MISSING: 422,
   E_LIMIT: 413,
 };

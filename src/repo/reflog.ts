@@ -60,6 +60,8 @@ export interface StoredRecord {
   record: RefLogRecord;
   /** sha256 of the record's bytes, which the next record's `prev` must equal. */
   hash: Checksum;
+  /** The bytes as stored (what `sysroot log --export` prints). */
+  bytes: Buffer;
 }
 
 /** The record's members in schema order, without `signatures`. */
@@ -140,7 +142,7 @@ export async function readLastRecord(blobs: BlobStore, ref: string): Promise<Sto
   const keys = await recordKeys(blobs, ref);
   const key = keys[keys.length - 1];
   const bytes = key === undefined ? undefined : await blobs.read(key);
-  return key && bytes ? { record: decodeRecord(bytes, key), hash: sha256(bytes) } : undefined;
+  return key && bytes ? { record: decodeRecord(bytes, key), hash: sha256(bytes), bytes } : undefined;
 }
 
 /** All records of a ref, oldest first. */
@@ -150,7 +152,7 @@ export async function readRefLog(blobs: BlobStore, ref: string): Promise<StoredR
   for (const key of keys) {
     const bytes = await blobs.read(key);
     if (!bytes) continue;
-    out.push({ record: decodeRecord(bytes, key), hash: sha256(bytes) });
+    out.push({ record: decodeRecord(bytes, key), hash: sha256(bytes), bytes });
   }
   return out;
 }
@@ -271,4 +273,38 @@ export async function verifyRefLog(
       problems.push(`ref log ${ref} #${head.seq}: no valid signature by a trusted key`);
   }
   return out;
+}
+
+/** Records from an export (`sysroot log --export`: the stored bytes, one record per line). */
+export function parseExport(text: Buffer, what: string): StoredRecord[] {
+  const out: StoredRecord[] = [];
+  let at = 0;
+  while (at < text.length) {
+    const nl = text.indexOf(0x0a, at);
+    const end = nl < 0 ? text.length : nl + 1;
+    const bytes = text.subarray(at, end);
+    at = end;
+    if (bytes.toString('utf8').trim() === '') continue;
+    out.push({ record: decodeRecord(bytes, `${what} line ${out.length + 1}`), hash: sha256(bytes), bytes });
+  }
+  return out;
+}
+
+/** Problems if `earlier` (an older export of the same ref) is not a prefix of `records`. */
+export function checkAppendOnly(ref: string, earlier: StoredRecord[], records: StoredRecord[]): string[] {
+  const problems: string[] = [];
+  for (const [i, old] of earlier.entries()) {
+    const now = records[i];
+    if (!now) {
+      problems.push(
+        `ref log ${ref}: the earlier export has ${earlier.length} records, the log only ${records.length} (records lost)`,
+      );
+      break;
+    }
+    if (now.hash !== old.hash) {
+      problems.push(`ref log ${ref} #${old.record.seq}: differs from the earlier export (history rewritten)`);
+      break;
+    }
+  }
+  return problems;
 }
