@@ -45,7 +45,9 @@ beforeAll(async () => {
   server = await startServe(['--repo', repo, '--sign-key', `release=${key}`]);
   const token = sysrootOk(['token', 'create', '--repo', repo, '--name', 'ci', '--scope', 'push:**']);
   const push = async (ref: string, name: string) => {
-    const r = await sysrootAsync(['push', '--url', server!.url, '--ref', ref, tree(name)], { SYSROOT_TOKEN: token });
+    const r = await sysrootAsync(['push', '--url', server!.url, '--ref', ref, tree(name)], {
+      SYSROOT_TOKEN: token,
+    });
     if (r.status !== 0) throw new Error(r.stderr);
     return r.stdout.trim().split('\n').pop()!;
   };
@@ -116,13 +118,30 @@ describe('stock ostree with gpg-verify=true and our public key', () => {
 describe('sysroot pull --verify-key with the same OpenPGP key', () => {
   it('accepts the signed commit and refuses the unsigned, tampered and forged ones, leaving DEST absent', async () => {
     const ok = join(tempDir(), 'ok');
-    const r = await sysrootAsync(['pull', '--url', server!.url, '--verify-key', `${key}.pub`, 'stage3-sysroot/x86_64', ok]);
+    const r = await sysrootAsync([
+      'pull',
+      '--url',
+      server!.url,
+      '--verify-key',
+      `${key}.pub`,
+      'stage3-sysroot/x86_64',
+      ok,
+    ]);
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toContain('signature verified');
     expect(readFileSync(join(ok, 'etc/release'), 'utf8')).toBe('release\n');
     for (const ref of ['unsigned/x86_64', 'tampered/x86_64', 'forged/x86_64']) {
       const dest = join(tempDir(), 'no');
-      const bad = await sysrootAsync(['pull', '--url', server!.url, '--verify-key', `${key}.pub`, '--json', ref, dest]);
+      const bad = await sysrootAsync([
+        'pull',
+        '--url',
+        server!.url,
+        '--verify-key',
+        `${key}.pub`,
+        '--json',
+        ref,
+        dest,
+      ]);
       expect(bad.status, `${ref}: ${bad.stderr}`).toBe(9);
       const err = JSON.parse(bad.stderr.trim().split('\n').pop()!).error;
       expect(err.code).toBe('E_SIGNATURE');
@@ -132,6 +151,9 @@ describe('sysroot pull --verify-key with the same OpenPGP key', () => {
     }
     // Another key is not trusted.
     const dest = join(tempDir(), 'other');
-    expect(sysroot(['pull', '--url', server!.url, '--verify-key', `${other}.pub`, 'stage3-sysroot/x86_64', dest]).status).toBe(9);
+    expect(
+      sysroot(['pull', '--url', server!.url, '--verify-key', `${other}.pub`, 'stage3-sysroot/x86_64', dest])
+        .status,
+    ).toBe(9);
   });
 });

@@ -94,7 +94,7 @@ async function verify(ref: string, opts: LogFlags): Promise<number> {
   }
   const head = records[records.length - 1];
   if (opts.json)
-    json({ ok: v.problems.length === 0, ref, records: records.length, head: head?.hash ?? null, ...v });
+    json({ ok: v.problems.length === 0, ref, records: records.length, headRecord: head?.hash ?? null, ...v });
   else {
     for (const p of v.problems) out(`error: ${p}`);
     note(
@@ -109,9 +109,7 @@ async function verify(ref: string, opts: LogFlags): Promise<number> {
       { ref, problems: v.problems.slice(0, 20), trusted: keys.trusted.map((k) => k.id) },
     );
   }
-  note(
-    `${ref}: the history verifies: hash-chained and signed at its head by ${Object.keys(v.keys).join(', ')}`,
-  );
+  note(`${ref}: the history verifies: hash-chained and signed at its head by ${v.head.join(', ')}`);
   return 0;
 }
 

@@ -210,6 +210,8 @@ export interface RefLogVerification {
   keys: Record<string, number>;
   /** Records vouched for only by the chain under a later signed record (v1, or revoked/unknown keys). */
   covered: number;
+  /** Trusted, unrevoked keys with a valid signature on the newest record. */
+  head: string[];
 }
 
 /**
@@ -227,7 +229,7 @@ export async function verifyRefLog(
   opts: { requireSignedHead: boolean } = { requireSignedHead: true },
 ): Promise<RefLogVerification> {
   const problems = checkChain(ref, records);
-  const out: RefLogVerification = { problems, signed: 0, keys: {}, covered: 0 };
+  const out: RefLogVerification = { problems, signed: 0, keys: {}, covered: 0, head: [] };
   const byId = new Map<string, { key: VerifyKey; revoked: boolean }>();
   for (const k of trusted) byId.set(k.id, { key: k, revoked: false });
   for (const k of revoked) byId.set(k.id, { key: k, revoked: true });
@@ -251,6 +253,7 @@ export async function verifyRefLog(
       if (await k.key.verify(data, Buffer.from(sig, 'base64'))) {
         good = true;
         if (!k.revoked) goodUnrevoked = true;
+        if (!k.revoked && isHead) out.head.push(key);
         out.keys[key] = (out.keys[key] ?? 0) + 1;
       } else {
         problems.push(`${where}: the signature by ${key} does not verify (edited?)`);
