@@ -13,7 +13,8 @@ import {
   type ObjectType,
   variantToJson,
 } from '../src/objects/index.js';
-import { readLastRecord } from '../src/repo/reflog.js';
+import { readRepoKeys } from '../src/repo/keys.js';
+import { readLastRecord, readRefLog } from '../src/repo/reflog.js';
 import { assertRef } from '../src/repo/refs.js';
 import { type Repository, refNotFound } from '../src/repo/repository.js';
 import {
@@ -127,9 +128,39 @@ export function apiRoutes(deps: ApiRouteDeps): Hono<AppEnv> {
     return ok({ ref, commit });
   });
 
+  app.get('/keys', async (c) => {
+    requireRead(c, deps.anonymousPull);
+    const { keys, revocations } = await readRepoKeys(repo.blobs);
+    const revoked = new Map(revocations.map((r) => [r.id, r]));
+    const signing = new Set(repo.signingKeys.map((k) => k.id));
+    return ok({
+      keys: keys.map((k) => ({
+        ...k,
+        signing: signing.has(k.id),
+        revoked: revoked.get(k.id)
+          ? { time: revoked.get(k.id)!.revoked, reason: revoked.get(k.id)!.reason }
+          : null,
+      })),
+    });
+  });
+
   app.get('/log/:ref{.+}', async (c) => {
     requireRead(c, deps.anonymousPull);
     const ref = assertRef(c.req.param('ref'));
+    if (c.req.query('format') === 'jsonl') {
+      // The records' stored bytes, oldest first, one per line: what `sysroot log --export` prints and
+      // an outsider verifies (prev hashes are over exactly these bytes).
+      const records = await readRefLog(repo.blobs, ref);
+      if (records.length === 0) throw refNotFound(ref);
+      const body = Buffer.concat(records.map((r) => r.bytes));
+      return new Response(new Uint8Array(body), {
+        headers: {
+          'content-type': 'application/x-ndjson',
+          'content-length': String(body.length),
+          'cache-control': 'no-store',
+        },
+      });
+    }
     const history = await repo.log(ref);
     return ok({ ref, history: history.map((r) => ({ ...r, pin: `${r.ref}@${r.to}` })) });
   });

@@ -97,9 +97,10 @@ export function requireAdmin(c: Context<AppEnv>, what: string): Principal {
 /**
  * Detached metadata (`<commit>.commitmeta`) is named by its commit, not by its bytes, is write-once,
  * and is served and packed with that commit: whoever writes it first decides what every puller of
- * the commit gets (ostree reads signatures from it). Signing is done after a release, by whoever
- * administers the registry, so it needs admin; a push scope for one ref must not attach it to the
- * commits of another. `sysroot push` never sends one.
+ * the commit gets (ostree reads signatures from it). So it is only ever written together with a new
+ * commit (Repository.storeCommit: the pusher's signatures merged with the server's), which any push
+ * token may do in one pack (`sysroot push --sign-key`). On its own, for a commit that may belong to
+ * another ref's release, it needs admin (and is still not written over an existing one).
  */
 export function requireCommitmetaUpload(p: Principal, object: string): void {
   if (!isAdmin(p.scopes)) {

@@ -108,8 +108,11 @@ export function ostreeRoutes(deps: OstreeRouteDeps): Hono<AppEnv> {
     else if (path === SUMMARY_KEY) {
       const snap = await summary.read();
       s = snap && served(snap.bytes, snap.stat, OCTETS);
-    } else if (path === SUMMARY_SIG_KEY) s = await small(repo, SUMMARY_SIG_KEY, OCTETS);
-    else if (path.startsWith('refs/heads/')) {
+    } else if (path === SUMMARY_SIG_KEY) {
+      // The signature of the summary served now, not the top-level file (consistent-summary.ts).
+      const snap = await summary.readSig();
+      s = snap && served(snap.bytes, snap.stat, OCTETS);
+    } else if (path.startsWith('refs/heads/')) {
       const ref = path.slice('refs/heads/'.length);
       if (isValidRef(ref)) s = await small(repo, refKey(ref), TEXT);
     } else {

@@ -12,6 +12,11 @@
  *                                          store keeps as is; deflating here would cost the server
  *                                          the CPU the client has to spare
  *
+ * Commits and their commitmeta are held until the rest of the pack is stored, then written through
+ * Repository.storeCommit: the commitmeta first (the pusher's signatures merged with the server's,
+ * signed at this moment, since objects are write-once), the commit last. A commitmeta whose commit
+ * is neither in the pack nor stored is refused; one for a commit stored before is left as it was.
+ *
  * Nothing is stored under its name before the reader's `verified` event for that record. Writes of
  * verified objects overlap with reading and verifying the next records (WRITE_CONCURRENCY at a
  * time): the reader's inflate + sha256 runs on this thread while libuv's threads create, write and
@@ -89,7 +94,7 @@ export async function receivePack(
   repo: Repository,
   body: AsyncIterable<Buffer>,
   limits: ApiLimits,
-  /** Who sends it: a commitmeta record needs admin (auth.ts requireCommitmetaUpload). */
+  /** Who sends it: a commitmeta record without its commit needs admin (auth.ts requireCommitmetaUpload). */
   principal?: Principal,
 ): Promise<PackUploadResult> {
   const result: PackUploadResult = { records: 0, stored: 0, existing: 0, bytes: 0 };
@@ -122,6 +127,9 @@ export async function receivePack(
   // Small .filez on a directory store go to the batch writer's worker (see fs-batch-writer.ts).
   const batch = repo.blobs instanceof FsBlobStore ? new FsBatchWriter(repo.blobs) : undefined;
   let cur: Receiving | undefined;
+  /** Commits and commitmeta, verified, stored at the end (see the top of this file). */
+  const commits = new Map<Checksum, Buffer>();
+  const detached = new Map<Checksum, Buffer>();
   try {
     for await (const ev of readPack(body, { collect: COLLECT })) {
       if (ev.type === 'record') {
@@ -135,7 +143,6 @@ export async function receivePack(
             'send each file as a filez record (its archive-z2 .filez bytes)',
           );
         }
-        if (ev.kind === KIND.commitmeta && principal) requireCommitmetaUpload(principal, id);
         const limit = type === 'file' ? limits.maxFileBytes : limits.maxMetadataBytes;
         if (ev.length > limit) throw tooLarge(id, limit, ev.length);
         cur = { kind: ev.kind, checksum: ev.checksum, size: ev.file?.size ?? ev.length, chunks: [] };
@@ -151,7 +158,9 @@ export async function receivePack(
       } else if (ev.type === 'verified') {
         const r = cur!;
         cur = undefined;
-        if (batch && !r.tmp) {
+        if (r.kind === KIND.commit) commits.set(r.checksum, bytesOf(r));
+        else if (r.kind === KIND.commitmeta) detached.set(r.checksum, bytesOf(r));
+        else if (batch && !r.tmp) {
           track(storeBatched(repo, batch, r));
           await batch.ready();
           if (writeFailure) throw writeFailure.error;
@@ -163,6 +172,7 @@ export async function receivePack(
     await batch?.flush();
     while (writes.size > 0) await Promise.race(writes);
     if (writeFailure) throw writeFailure.error;
+    await storeCommits(repo, commits, detached, result, principal);
     return result;
   } finally {
     // A failure stopped the reader: verified records still queued are written (they are correct),
@@ -174,6 +184,37 @@ export async function receivePack(
       await unlink(cur.tmp.path).catch(() => {});
     }
   }
+}
+
+/** The pack's commits, each with its commitmeta (signed here: Repository.storeCommit), then the rest. */
+async function storeCommits(
+  repo: Repository,
+  commits: Map<Checksum, Buffer>,
+  detached: Map<Checksum, Buffer>,
+  result: PackUploadResult,
+  principal: Principal | undefined,
+): Promise<void> {
+  for (const checksum of detached.keys()) {
+    if (commits.has(checksum)) continue;
+    if (principal) requireCommitmetaUpload(principal, objectId(checksum, 'commitmeta'));
+    if (await repo.objects.has(checksum, 'commit')) continue;
+    throw new RegistryError(
+      'E_USAGE',
+      `pack record ${objectId(checksum, 'commitmeta')}: its commit is neither in the pack nor stored`,
+      { object: objectId(checksum, 'commitmeta') },
+      "send a commit's detached metadata (its signatures) in the same pack as the commit",
+    );
+  }
+  for (const [checksum, bytes] of commits) {
+    const meta = detached.get(checksum);
+    const { created } = await repo.storeCommit(bytes, meta);
+    // The commitmeta record counts with its commit: both are new, or both were there.
+    const n = meta ? 2 : 1;
+    if (created) result.stored += n;
+    else result.existing += n;
+    repo.noteStored({ checksum, type: 'commit' });
+  }
+  for (const checksum of detached.keys()) if (!commits.has(checksum)) result.existing++;
 }
 
 /** A small record's bytes (readPack's `collect` hands them over as one chunk). */

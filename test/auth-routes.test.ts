@@ -248,7 +248,7 @@ describe('auth on every write route', () => {
     ]);
   });
 
-  it("refuses detached metadata (.commitmeta) from anyone but admin: it would ride along with another ref's commits", async () => {
+  it("refuses detached metadata (.commitmeta) without its commit from anyone but admin: it would ride along with another ref's commits", async () => {
     const app = createApp({ repo: f.repo, tokens: f.tokenStore, anonymousPull: true });
     const target = f.commits[0]!;
     const cm = encodeCommitMeta([]);
@@ -270,13 +270,15 @@ describe('auth on every write route', () => {
       expect(JSON.stringify(await viaPack.json())).toContain(`${target}.commitmeta`);
       expect(await f.repo.blobs.stat(key)).toBeUndefined();
     }
+    // Admin passes the scope check, but detached metadata is only ever written with a new commit.
     const admin = await app.request(`/api/v1/objects/${target}.commitmeta`, {
       method: 'PUT',
       headers: { authorization: `Bearer ${f.tokens.admin}` },
       body: new Uint8Array(cm),
     });
-    expect(admin.status).toBe(201);
-    expect(await f.repo.blobs.stat(key)).toBeDefined();
+    expect(admin.status).toBe(409);
+    expect((await admin.json()).error.code).toBe('E_EXISTS');
+    expect(await f.repo.blobs.stat(key)).toBeUndefined();
   });
 });
 

@@ -12,6 +12,7 @@ interface ServeFlags {
   config?: string;
   anonymousPull?: boolean;
   redirectObjects?: boolean;
+  signKey?: string[];
 }
 
 /** Commander's Command, as far as we need it: where did an option's value come from? */
@@ -27,6 +28,7 @@ function flagLayer(opts: ServeFlags, cmd: OptionSources | undefined): ConfigLaye
   if (opts.listen) layer.listen = opts.listen;
   if (opts.anonymousPull === false && fromCli('anonymousPull')) layer.anonymousPull = false;
   if (opts.redirectObjects && fromCli('redirectObjects')) layer.redirectObjects = true;
+  if (opts.signKey?.length) layer.signingKeys = opts.signKey;
   return layer;
 }
 
@@ -49,6 +51,13 @@ export async function run(opts: ServeFlags, cmd?: OptionSources): Promise<number
   const tokens = TokenStore.forRepo(repo);
   try {
     const logger = stderrLogger();
+    if (config.signingKeys.length) {
+      const { loadSigningKey } = await import('../../src/sign/keys.js');
+      const keys = [];
+      for (const spec of config.signingKeys) keys.push(await loadSigningKey(spec));
+      await repo.useSigningKeys(keys);
+      for (const k of keys) note(`signing with ${k.name ? `${k.name} ` : ''}${k.id}`);
+    }
     const app = createApp({
       repo,
       tokens,

@@ -390,6 +390,24 @@ export class RegistryClient {
     });
   }
 
+  /** GET /api/v1/keys: the keys the server publishes (for discovery only: trust is pinned by the user). */
+  async keys(): Promise<unknown[]> {
+    const r = await this.api<{ keys?: unknown }>('GET', 'keys');
+    if (!Array.isArray(r.keys))
+      throw new RegistryError('E_IO', 'GET /api/v1/keys: the answer has no key list');
+    return r.keys;
+  }
+
+  /** The ref log's records as stored (JSON lines, oldest first): GET /api/v1/log/{ref}?format=jsonl. */
+  async rawLog(ref: string): Promise<Buffer> {
+    assertRef(ref);
+    const path = `log/${ref}?format=jsonl`;
+    return this.request(
+      { method: 'GET', url: this.apiUrl(path), what: `GET /api/v1/${path}` },
+      (res, touch) => readBody(res, { touch }, 256 * 1024 * 1024, `GET /api/v1/${path}`),
+    );
+  }
+
   /** Which of `objects` the server lacks. One request; the caller batches (the server takes ≤ 100,000). */
   async missing(objects: ObjectRef[]): Promise<ObjectRef[]> {
     const r = await this.api<{ missing?: unknown }>('POST', 'objects/missing', {
