@@ -196,8 +196,11 @@ async function storeCommits(
 ): Promise<void> {
   for (const checksum of detached.keys()) {
     if (commits.has(checksum)) continue;
-    if (principal) requireCommitmetaUpload(principal, objectId(checksum, 'commitmeta'));
-    if (await repo.objects.has(checksum, 'commit')) continue;
+    if (await repo.objects.has(checksum, 'commit')) {
+      // Another release's commit, maybe: not for a push token (and never written over: storeCommit).
+      if (principal) requireCommitmetaUpload(principal, objectId(checksum, 'commitmeta'));
+      continue;
+    }
     throw new RegistryError(
       'E_USAGE',
       `pack record ${objectId(checksum, 'commitmeta')}: its commit is neither in the pack nor stored`,
