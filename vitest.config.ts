@@ -3,8 +3,8 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
-    // Longer variants (minutes): `npm run soak` (vitest.soak.config.ts).
-    exclude: ['test/soak/**', 'node_modules/**'],
+    // Long variants: `npm run soak` (vitest.soak.config.ts).
+    exclude: ['test/soak/**', '**/node_modules/**'],
     globalSetup: ['test/setup/global.ts'],
     testTimeout: 120_000,
     hookTimeout: 600_000,

@@ -19,7 +19,18 @@
 // peer, and the targets of the fast-transfer issue. Requests and bytes come from the servers' access
 // logs (body bytes); server CPU from /proc/PID/stat around each operation.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, watch } from 'node:fs';
+import {
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  watch,
+  writeFileSync,
+} from 'node:fs';
 import { cpus, loadavg } from 'node:os';
 import { basename, dirname, join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -56,6 +67,7 @@ const TARGETS = {
   ],
   noop: [{ label: '≤ 0.3 s', test: (r) => r.secs <= 0.3 }],
   many: [{ label: '≤ 0.5×', test: (r) => r.ratio <= 0.5 }],
+  bigRss: [{ label: '≤ 200 MB', test: (r) => r.rssMb <= 200 }],
 };
 
 /** Reads the lines a server appended to its access log since the last call. */
@@ -277,6 +289,68 @@ const pick = (r, extra = {}) => ({
   ...extra,
 });
 
+/** The 1 GiB tree's variants of v1: 8 × 127 MB, ~47,000 files. */
+const BIG_VARIANTS = 8;
+const BIG_REF = 'stage3-sysroot/big';
+
+/**
+ * A tree of `variants` copies of `src`, each file suffixed with its variant's number so that no two
+ * files share an object: a 1 GiB push really sends 1 GiB (identical copies would dedupe to one).
+ */
+function makeBigTree(src, dest, variants) {
+  const walk = (s, d, v) => {
+    const st = lstatSync(s);
+    if (st.isDirectory()) {
+      mkdirSync(d, { mode: st.mode & 0o7777 });
+      for (const e of readdirSync(s)) walk(join(s, e), join(d, e), v);
+    } else if (st.isSymbolicLink()) symlinkSync(readlinkSync(s), d);
+    else if (st.isFile()) {
+      writeFileSync(d, Buffer.concat([readFileSync(s), Buffer.from(`\n#variant ${v}\n`)]), {
+        mode: st.mode & 0o7777,
+      });
+    }
+  };
+  mkdirSync(dest);
+  for (let v = 0; v < variants; v++) walk(src, join(dest, `v${v}`), v);
+}
+
+/**
+ * Peak memory of a push and of a cold pull (with checkout) of the 1 GiB tree, in a registry of
+ * their own. Once per invocation, not per run: the figure is a maximum, not a median.
+ */
+async function bigRun(ctx) {
+  const p = (name) => join(ctx.dir, `big-${name}`);
+  const registry = await startRegistry(p('registry'));
+  try {
+    const env = sysrootEnv({ SYSROOT_CACHE_DIR: p('push-cache'), SYSROOT_TOKEN: registry.token });
+    const push = await measure(
+      NODE,
+      [BIN, 'push', '--json', '--url', registry.url, '--ref', BIG_REF, '--subject', 'bench', ctx.inputBig],
+      { env, server: registry },
+    );
+    const json = JSON.parse(push.stdout);
+    log(`1 GiB push: ${push.secs.toFixed(2)} s, peak RSS ${push.rssMb.toFixed(0)} MB`);
+    const dest = p('co');
+    const pull = await measure(NODE, [BIN, 'pull', '--url', registry.url, BIG_REF, dest], {
+      env: sysrootEnv({ SYSROOT_CACHE_DIR: p('pull-cache') }),
+      server: registry,
+    });
+    log(`1 GiB pull: ${pull.secs.toFixed(2)} s, peak RSS ${pull.rssMb.toFixed(0)} MB`);
+    const serverHwm = Number(
+      /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${registry.pid}/status`, 'utf8'))?.[1],
+    );
+    return {
+      push: pick(push, { bytes: json.uploaded.bytes, records: json.uploaded.objects }),
+      pull: pick(pull),
+      serverHwmMb: serverHwm / 1024,
+    };
+  } finally {
+    await registry.stop();
+    for (const name of readdirSync(ctx.dir))
+      if (name.startsWith('big-')) rmSync(join(ctx.dir, name), { recursive: true });
+  }
+}
+
 /** Run `i`: a fresh registry and nginx, every operation once; which tool goes first depends on `i`. */
 async function oneRun(i, ctx) {
   const { dir, inputV1, inputV2, tarball } = ctx;
@@ -483,6 +557,12 @@ function tableRows(m) {
       [],
     ],
     ['`sysroot --version` (process start)', m.start, '—', null, []],
+    ...(m.big
+      ? [
+          ['push of a 1 GiB tree (peak RSS)', m.big.push, '—', null, TARGETS.bigRss],
+          ['cold pull + checkout of a 1 GiB tree (peak RSS)', m.big.pull, '—', null, TARGETS.bigRss],
+        ]
+      : []),
   ];
 }
 
@@ -576,20 +656,31 @@ export async function runTransfer({ dir, runs }) {
   const tarball = join(dir, 'v1.tar.zst');
   execFileSync('bash', ['-c', 'tar -C "$0" -c . | zstd -q -3 -T0 -o "$1"', inputV1, tarball]);
   const ctx = { dir, runs, inputV1, inputV2, tarball };
+  const size = (path) => execFileSync('du', ['-sm', path], { encoding: 'utf8' }).split('\t')[0];
   // Other work on the machine shows in the timings; the load average says whether there was any.
   const loadBefore = loadavg()[0];
   const results = [];
   for (let i = 0; i < runs; i++) results.push(await oneRun(i, ctx));
+  const tarballBytes = statSync(tarball).size;
+  rmSync(tarball);
+  ctx.inputBig = join(dir, 'input-1g');
+  makeBigTree(inputV1, ctx.inputBig, BIG_VARIANTS);
+  const bigSize = size(ctx.inputBig);
+  const big = await bigRun(ctx);
+  rmSync(ctx.inputBig, { recursive: true });
 
   const m = {};
   for (const k of Object.keys(results[0])) m[k] = med(results, k);
-  const size = (path) => execFileSync('du', ['-sm', path], { encoding: 'utf8' }).split('\t')[0];
+  m.big = big;
   const nginxVersion = version('nginx', ['-v']).replace('nginx version: ', '');
   const zstdVersion = /v\d+\.\d+\.\d+/.exec(version('zstd', ['--version']))?.[0] ?? 'unknown';
   const env = [
     `- trees: amd64-v1 (${size(inputV1)} MB) and amd64-v2 (${size(inputV2)} MB) from ` +
       `scripts/make-sysroot.sh, ${specials.length} device nodes removed from the copies every tool reads; ` +
-      `v1.tar.zst: \`tar -c | zstd -3 -T0\` of the v1 copy, ${mb(statSync(tarball).size)} MB`,
+      `v1.tar.zst: \`tar -c | zstd -3 -T0\` of the v1 copy, ${mb(tarballBytes)} MB; ` +
+      `the 1 GiB tree (${bigSize} MB, ${BIG_VARIANTS} copies of v1, each file suffixed with its copy's ` +
+      `number so nothing dedupes) is pushed and pulled once, after the runs, into a registry of its own; ` +
+      `\`sysroot serve\` peaked at ${fmt(big.serverHwmMb, 0)} MB over that push and pull`,
     `- runs: ${runs}, each with a fresh registry, nginx, caches and repositories; tools alternate order; ` +
       `medians (peak RSS: the maximum); \`sync\` before each timed command; writes on ` +
       `${isRoot() ? 'a fresh ext4 loop filesystem' : 'a temp directory'}`,

@@ -18,6 +18,8 @@ export const EXIT = {
   BAD_INPUT: 6,
   AUTH: 7,
   IO: 8,
+  /** No valid signature by a trusted, unrevoked key (unsigned, wrongly signed, revoked, tampered log). */
+  SIGNATURE: 9,
 } as const;
 
 const BY_CODE: Record<ErrorCode, number> = {
@@ -32,6 +34,7 @@ const BY_CODE: Record<ErrorCode, number> = {
   E_NOT_NORMAL_FORM: EXIT.INTEGRITY,
   E_BAD_PACK: EXIT.INTEGRITY,
   E_PIN_MISMATCH: EXIT.INTEGRITY,
+  E_SIGNATURE: EXIT.SIGNATURE,
   E_FSCK: EXIT.INTEGRITY,
   E_NOT_FAST_FORWARD: EXIT.REFUSED,
   E_NOT_IN_HISTORY: EXIT.REFUSED,
@@ -46,6 +49,7 @@ const BY_CODE: Record<ErrorCode, number> = {
   E_UNAUTHORIZED: EXIT.AUTH,
   E_FORBIDDEN: EXIT.AUTH,
   E_IO: EXIT.IO,
+  E_TIMEOUT: EXIT.IO,
   E_NO_SPACE: EXIT.IO,
   E_INTERNAL: EXIT.INTERNAL,
 };

@@ -94,7 +94,17 @@ export function buildProgram(): Command {
         'commit a directory or tarball (.tar, .tar.gz, .tar.zst) to a ref; prints the commit checksum',
       )
       .addOption(repoOption())
-      .argument('<source>', 'directory or tarball'),
+      .option(
+        '--max-expansion <ratio>',
+        'a compressed tarball may expand at most RATIO times past its first 64 MiB (default 100; 0: no limit)',
+      )
+      .argument('<source>', 'directory or tarball')
+      .option(
+        '--sign-key <[name=]file>',
+        'sign the commit, the summary and the ref log record with this secret key file; repeatable',
+        collect,
+        [],
+      ),
   )
     .addHelpText(
       'after',
@@ -135,13 +145,27 @@ export function buildProgram(): Command {
     .description("a ref's history from the ref log, newest first, each entry with its pin")
     .addOption(new Option(REPO_FLAG, `${REPO_HELP} (default: $SYSROOT_REPO)`).env('SYSROOT_REPO'))
     .option('--url <url>', 'ask a registry server instead of a local repository')
+    .option('--records <file>', 'read an export (--export) instead of a repository or server')
     .argument('<ref>')
+    .option('--verify', 'prove the history: hash chain intact, head signed by a trusted key (exit 9 if not)')
+    .option('--export', 'print the records exactly as stored, oldest first, one JSON line each')
+    .option('--verify-key <key>', 'a key to trust: ed25519 base64, or a key file; repeatable', collect, [])
+    .option(
+      '--revoked-key <key>',
+      'a key no longer trusted (ed25519 base64 or file); repeatable',
+      collect,
+      [],
+    )
+    .option('--since <file>', 'with --verify: an earlier export, which must be a prefix of the history')
     .addOption(jsonOption())
     .addHelpText(
       'after',
       examples([
         'sysroot log --repo R stage3-sysroot/x86_64',
         'sysroot log --url https://sysroots.example.org x86_64',
+        'sysroot log --url https://sysroots.example.org --export x86_64 > x86_64.jsonl',
+        'sysroot log --records x86_64.jsonl --verify --verify-key release.pub x86_64',
+        'sysroot log --url https://sysroots.example.org --verify --verify-key release.pub --since x86_64.jsonl x86_64',
       ]),
     )
     .action(lazy('log'));
@@ -184,6 +208,12 @@ export function buildProgram(): Command {
     .command('fsck')
     .description('verify every object, every commit closure, refs, the summary and the ref log')
     .addOption(repoOption())
+    .option(
+      '--verify-key <key>',
+      'check signatures against this key instead of the published ones; repeatable',
+      collect,
+      [],
+    )
     .addOption(jsonOption())
     .action(lazy('fsck'));
 
@@ -231,10 +261,17 @@ export function buildProgram(): Command {
       '--redirect-objects',
       'answer object GETs with a redirect to a presigned S3 URL (S3 repositories)',
     )
+    .option(
+      '--sign-key <[name=]file>',
+      'sign arriving commits, the summary and the ref log with this secret key file; repeatable (docs/signing.md)',
+      collect,
+      [],
+    )
     .addHelpText(
       'after',
       examples([
         'sysroot serve --repo /srv/sysroots --listen 0.0.0.0:8080',
+        'sysroot serve --repo /srv/sysroots --sign-key release-2026=/etc/sysroot/release-2026.key',
         'sysroot serve --repo s3://releases/sysroots --listen 0.0.0.0:8080 --redirect-objects',
       ]),
     )
@@ -274,6 +311,12 @@ export function buildProgram(): Command {
       .argument('[source]', 'directory or tarball, when a REMOTE name comes first')
       .option('--url <url>', 'registry URL')
       .addOption(new Option('--token <token>', 'push token (default: $SYSROOT_TOKEN)').env('SYSROOT_TOKEN'))
+      .option(
+        '--sign-key <[name=]file>',
+        'sign the commit with this secret key file (the server adds its own signatures); repeatable',
+        collect,
+        [],
+      )
       .addOption(jsonOption()),
   )
     .addHelpText(
@@ -296,14 +339,55 @@ export function buildProgram(): Command {
         'SYSROOT_TOKEN',
       ),
     )
+    .option(
+      '--verify-key <key>',
+      'trust this key: ed25519 base64, or a file (ed25519 lines, OpenPGP public key); repeatable',
+      collect,
+      [],
+    )
+    .option('--revoked-key <key>', 'refuse signatures by this key; repeatable', collect, [])
+    .option('--verify', "also check signatures of a pinned pull (REF@SHA, SHA) with the remote's keys")
+    .option('--no-verify', "do not check signatures, even with the remote's keys configured")
     .addOption(jsonOption())
     .addHelpText(
       'after',
       examples([
         'sysroot pull --url https://sysroots.example.org stage3-sysroot/x86_64@4c0d…(64 hex) ./sysroot',
+        'sysroot pull --url https://sysroots.example.org --verify-key release.pub stage3-sysroot/x86_64 ./sysroot',
       ]),
     )
     .action(lazy('pull'));
+
+  const key = program.command('key').description('signing keys: generate, list, revoke (docs/signing.md)');
+  key
+    .command('generate')
+    .description('make a signing key: writes FILE (secret, mode 0600) and FILE.pub; prints the public key')
+    .requiredOption('--type <type>', "ed25519 (ostree signapi) or gpg (what Debian's ostree verifies)")
+    .requiredOption('--name <name>', 'a label, e.g. release-2026 (the OpenPGP user id for gpg)')
+    .requiredOption('-o, --output <file>', 'the secret key file to create (never overwritten)')
+    .addOption(jsonOption())
+    .addHelpText(
+      'after',
+      examples([
+        'sysroot key generate --type ed25519 --name release-2026 -o /etc/sysroot/release-2026.key',
+        'sysroot key generate --type gpg --name "Example sysroots 2026" -o release-2026.gpg',
+      ]),
+    )
+    .action(lazy('key-generate'));
+  key
+    .command('list')
+    .description('the public keys a repository or server publishes, and which are revoked')
+    .addOption(new Option(REPO_FLAG, `${REPO_HELP} (default: $SYSROOT_REPO)`).env('SYSROOT_REPO'))
+    .option('--url <url>', 'ask a registry server (GET /api/v1/keys)')
+    .addOption(jsonOption())
+    .action(lazy('key-list'));
+  key
+    .command('revoke')
+    .description('publish the revocation of a key (verification then refuses its signatures)')
+    .addOption(repoOption())
+    .argument('<id>', 'ed25519:<base64> or gpg:<fingerprint> (see sysroot key list)')
+    .requiredOption('--reason <text>', 'why, e.g. "key file leaked from CI runner"')
+    .action(lazy('key-revoke'));
 
   const remote = program.command('remote').description('named registry URLs for push and pull');
   remote
@@ -311,6 +395,13 @@ export function buildProgram(): Command {
     .description('add or replace a remote')
     .argument('<name>')
     .argument('<url>')
+    .option(
+      '--verify-key <key>',
+      'pulls that follow a ref from this remote must be signed by one of these keys; repeatable',
+      collect,
+      [],
+    )
+    .option('--revoked-key <key>', 'refuse signatures by this key from this remote; repeatable', collect, [])
     .action(lazy('remote-add'));
   remote.command('list').description('list remotes').addOption(jsonOption()).action(lazy('remote-list'));
 

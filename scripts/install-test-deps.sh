@@ -4,6 +4,7 @@
 # Usage: scripts/install-test-deps.sh
 #
 #   ostree       the reference implementation the interop tests compare against
+#   gnupg        gpg/gpgv: ostree's gpgme verifies GPG-signed commits and summaries with them
 #   debootstrap  builds the real sysroot fixtures (scripts/make-sysroot.sh)
 #   nginx-light  a stock static web server for "serve the store directory" tests
 #   zstd         reference compressor for tarball/bench comparisons
@@ -22,6 +23,7 @@ set -euo pipefail
 # database also accepts an equivalent install (e.g. nginx-full instead of nginx-light).
 declare -A PROVIDES=(
   [ostree]='ostree'
+  [gnupg]='gpg gpgv gpgconf'
   [debootstrap]='debootstrap'
   [nginx-light]='nginx'
   [zstd]='zstd'
@@ -32,7 +34,7 @@ declare -A PROVIDES=(
   [ceph-mon]='ceph-mon monmaptool'
   [ceph-osd]='ceph-osd'
 )
-ORDER=(ostree debootstrap nginx-light zstd attr xz-utils time radosgw ceph-mon ceph-osd)
+ORDER=(ostree gnupg debootstrap nginx-light zstd attr xz-utils time radosgw ceph-mon ceph-osd)
 
 # Non-root shells often lack the sbin directories, where debootstrap and nginx live.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"

@@ -13,11 +13,20 @@ import {
   type ObjectType,
   variantToJson,
 } from '../src/objects/index.js';
-import { readLastRecord } from '../src/repo/reflog.js';
+import { readRepoKeys } from '../src/repo/keys.js';
+import { readLastRecord, readRefLog } from '../src/repo/reflog.js';
 import { assertRef } from '../src/repo/refs.js';
 import { type Repository, refNotFound } from '../src/repo/repository.js';
-import { type AppEnv, actorOf, requireAdmin, requirePushRef, requireRead, requireUpload } from './auth.js';
-import { fromWebStream } from './body-stream.js';
+import {
+  type AppEnv,
+  actorOf,
+  requireAdmin,
+  requireCommitmetaUpload,
+  requirePushRef,
+  requireRead,
+  requireUpload,
+} from './auth.js';
+import { type BodyPace, fromWebStream } from './body-stream.js';
 import { jsonResponse } from './errors.js';
 import { readJson } from './json-body.js';
 import { OPENAPI } from './openapi.js';
@@ -26,6 +35,8 @@ import { receiveObject, type UploadLimits } from './upload.js';
 export interface ApiLimits extends UploadLimits {
   /** Largest JSON body; a missing-objects batch of 100,000 entries is ~9 MB. */
   maxJsonBytes: number;
+  /** How fast every request body must arrive (body-stream.ts): a stalled or trickling body gets 408. */
+  bodyPace: BodyPace;
 }
 
 export interface ApiRouteDeps {
@@ -117,9 +128,39 @@ export function apiRoutes(deps: ApiRouteDeps): Hono<AppEnv> {
     return ok({ ref, commit });
   });
 
+  app.get('/keys', async (c) => {
+    requireRead(c, deps.anonymousPull);
+    const { keys, revocations } = await readRepoKeys(repo.blobs);
+    const revoked = new Map(revocations.map((r) => [r.id, r]));
+    const signing = new Set(repo.signingKeys.map((k) => k.id));
+    return ok({
+      keys: keys.map((k) => ({
+        ...k,
+        signing: signing.has(k.id),
+        revoked: revoked.get(k.id)
+          ? { time: revoked.get(k.id)!.revoked, reason: revoked.get(k.id)!.reason }
+          : null,
+      })),
+    });
+  });
+
   app.get('/log/:ref{.+}', async (c) => {
     requireRead(c, deps.anonymousPull);
     const ref = assertRef(c.req.param('ref'));
+    if (c.req.query('format') === 'jsonl') {
+      // The records' stored bytes, oldest first, one per line: what `sysroot log --export` prints and
+      // an outsider verifies (prev hashes are over exactly these bytes).
+      const records = await readRefLog(repo.blobs, ref);
+      if (records.length === 0) throw refNotFound(ref);
+      const body = Buffer.concat(records.map((r) => r.bytes));
+      return new Response(new Uint8Array(body), {
+        headers: {
+          'content-type': 'application/x-ndjson',
+          'content-length': String(body.length),
+          'cache-control': 'no-store',
+        },
+      });
+    }
     const history = await repo.log(ref);
     return ok({ ref, history: history.map((r) => ({ ...r, pin: `${r.ref}@${r.to}` })) });
   });
@@ -169,7 +210,7 @@ export function apiRoutes(deps: ApiRouteDeps): Hono<AppEnv> {
   // A read: anyone who may GET /repo/objects/… may ask which of them exist, in one request.
   app.post('/objects/missing', async (c) => {
     requireRead(c, deps.anonymousPull);
-    const body = await readJson(c, MissingBody, limits.maxJsonBytes);
+    const body = await readJson(c, MissingBody, limits);
     const seen = new Set<string>();
     const unique = body.objects.filter((o) => {
       assertChecksum(o.checksum, `object checksum`);
@@ -193,15 +234,16 @@ export function apiRoutes(deps: ApiRouteDeps): Hono<AppEnv> {
   });
 
   app.put('/objects/:name', async (c) => {
-    requireUpload(c);
+    const principal = requireUpload(c);
     const { checksum, type } = parseObjectName(c.req.param('name'));
+    if (type === 'commitmeta') requireCommitmetaUpload(principal, `${checksum}.commitmeta`);
     const length = c.req.header('content-length');
     const declared = length === undefined ? undefined : Number(length);
     const created = await receiveObject(
       repo,
       checksum,
       type,
-      fromWebStream(c.req.raw.body),
+      fromWebStream(c.req.raw.body, limits.bodyPace),
       declared,
       limits,
     );
@@ -211,7 +253,7 @@ export function apiRoutes(deps: ApiRouteDeps): Hono<AppEnv> {
   app.put('/refs/:ref{.+}', async (c) => {
     const ref = assertRef(c.req.param('ref'));
     const principal = requirePushRef(c, ref);
-    const body = await readJson(c, RefUpdateBody, limits.maxJsonBytes);
+    const body = await readJson(c, RefUpdateBody, limits);
     const from = body.from === null ? null : assertChecksum(body.from, '"from"');
     const to = assertChecksum(body.to, '"to"');
     // As a local commit does, the ref log says why with the commit's subject unless told otherwise.
@@ -232,7 +274,7 @@ export function apiRoutes(deps: ApiRouteDeps): Hono<AppEnv> {
   app.post('/reset/:ref{.+}', async (c) => {
     const ref = assertRef(c.req.param('ref'));
     const principal = requireAdmin(c, `rolling back ${ref}`);
-    const body = await readJson(c, ResetBody, limits.maxJsonBytes);
+    const body = await readJson(c, ResetBody, limits);
     const to = assertChecksum(body.to, '"to"');
     const rec = await repo.reset(ref, to, body.reason, actorOf(principal));
     deps.onRefMove?.(rec.to);

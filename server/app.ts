@@ -13,7 +13,9 @@ import type { Repository } from '../src/repo/repository.js';
 import { accessLog } from './access-log.js';
 import { type ApiLimits, apiRoutes } from './api-routes.js';
 import { type AppEnv, authenticate } from './auth.js';
+import { DEFAULT_BODY_PACE } from './body-stream.js';
 import { errorResponse, notFound } from './errors.js';
+import { KnownCorrupt } from './known-corrupt.js';
 import { type Logger, silentLogger } from './logger.js';
 import { ostreeRoutes } from './ostree-routes.js';
 import { packRoutes, warmPacks } from './pack-routes.js';
@@ -37,6 +39,7 @@ export interface AppDeps {
 export const DEFAULT_LIMITS: ApiLimits = {
   ...DEFAULT_UPLOAD_LIMITS,
   maxJsonBytes: 32 * 1024 ** 2,
+  bodyPace: DEFAULT_BODY_PACE,
 };
 
 export function createApp(deps: AppDeps): Hono<AppEnv> {
@@ -49,6 +52,8 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
   app.use('*', accessLog(logger));
   app.use('*', authenticate(deps.tokens));
 
+  // Objects found corrupt by any route that reads the store: /repo/ no longer serves them.
+  const corrupt = new KnownCorrupt(logger);
   app.route(
     '/repo',
     ostreeRoutes({
@@ -56,11 +61,12 @@ export function createApp(deps: AppDeps): Hono<AppEnv> {
       anonymousPull: deps.anonymousPull,
       logger,
       redirectObjects: deps.redirectObjects ?? false,
+      corrupt,
     }),
   );
   const packs = new CommitPacks(deps.repo);
   const { anonymousPull, redirectObjects } = deps;
-  app.route('/api/v1/packs', packRoutes({ packs, anonymousPull, logger, redirectObjects }));
+  app.route('/api/v1/packs', packRoutes({ packs, anonymousPull, logger, redirectObjects, corrupt }));
   app.route(
     '/api/v1',
     apiRoutes({ repo: deps.repo, anonymousPull, limits, onRefMove: (to) => warmPacks(packs, to, logger) }),

@@ -94,6 +94,20 @@ export function requireAdmin(c: Context<AppEnv>, what: string): Principal {
   return p;
 }
 
+/**
+ * Detached metadata (`<commit>.commitmeta`) is named by its commit, not by its bytes, is write-once,
+ * and is served and packed with that commit: whoever writes it first decides what every puller of
+ * the commit gets (ostree reads signatures from it). So it is only ever written together with a new
+ * commit (Repository.storeCommit: the pusher's signatures merged with the server's), which any push
+ * token may do in one pack (`sysroot push --sign-key`). On its own, for a commit that may belong to
+ * another ref's release, it needs admin (and is still not written over an existing one).
+ */
+export function requireCommitmetaUpload(p: Principal, object: string): void {
+  if (!isAdmin(p.scopes)) {
+    throw forbidden(p, `uploading detached metadata (${object}) needs the admin scope`, { object });
+  }
+}
+
 /** The name recorded in the ref log for a move made through the server. */
 export function actorOf(p: Principal): string {
   return `token:${p.name}`;

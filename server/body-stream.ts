@@ -1,8 +1,12 @@
 /**
  * Bridges between Node async iterables and web streams, without buffering: objects can be hundreds
  * of MB, so a response pulls one chunk from the blob store per chunk the socket takes.
+ *
+ * Request bodies are read under a pace (BodyPace): while the server is waiting for the client, the
+ * client must keep sending. Time the server spends elsewhere (writing to a slow store, verifying)
+ * does not count against the client, so backpressure from our side never cuts a healthy upload.
  */
-import { errnoCode, RegistryError } from '../src/errors.js';
+import { isRegistryError, RegistryError } from '../src/errors.js';
 
 /** A response body that reads `source` on demand; a client that hangs up closes the file. */
 export function toWebStream(source: AsyncIterable<Uint8Array>): ReadableStream<Uint8Array> {
@@ -24,31 +28,86 @@ export function toWebStream(source: AsyncIterable<Uint8Array>): ReadableStream<U
 }
 
 /**
- * A request body as Buffers. A client that goes away before the body ends (killed, a cut network)
- * makes Node abort the request (ECONNRESET "aborted"): that is the client's doing, not the server's,
- * so it becomes a 400 naming how far the body got — not a 500 with a stack trace in the log. The
- * route stops where it was; what it stored before is whole (uploads are verified, then linked).
+ * How fast a request body must arrive. Every `windowMs` of waiting for body bytes, at least
+ * `minBytesPerSecond × windowMs / 1000` must have arrived: a body that stalls, or trickles (the
+ * slowloris attack: 1 byte/s holds a connection and its handler for ever), is ended with 408
+ * E_TIMEOUT after one window. A total time limit would instead cut a 2 GiB upload on a slow link
+ * (Node's own requestTimeout, 5 min by default, is switched off in listen.ts for that reason).
  */
-export async function* fromWebStream(body: ReadableStream<Uint8Array> | null): AsyncGenerator<Buffer> {
+export interface BodyPace {
+  windowMs: number;
+  minBytesPerSecond: number;
+}
+
+/** 30 s at 1 KiB/s: a 2 GiB push at 1 KiB/s would take 24 days, so nothing real is that slow. */
+export const DEFAULT_BODY_PACE: BodyPace = { windowMs: 30_000, minBytesPerSecond: 1024 };
+
+function tooSlow(pace: BodyPace, bytes: number): RegistryError {
+  const need = Math.ceil((pace.minBytesPerSecond * pace.windowMs) / 1000);
+  return new RegistryError(
+    'E_TIMEOUT',
+    `the request body arrived too slowly: ${bytes} bytes in ${pace.windowMs / 1000} s of waiting`,
+    { expected: `>= ${need} bytes per ${pace.windowMs / 1000} s`, found: `${bytes} bytes` },
+    'check the network between the client and the server',
+  );
+}
+
+/** The body ended or broke before the server had it all: the client hung up or sent less than it said. */
+function cutShort(cause: unknown): RegistryError {
+  const why = cause instanceof Error ? cause.message : String(cause);
+  return new RegistryError(
+    'E_USAGE',
+    `the request body was cut short (${why})`,
+    {},
+    'the client disconnected or sent fewer bytes than its Content-Length',
+    cause,
+  );
+}
+
+/** A request body as Buffers, read under `pace`. */
+export async function* fromWebStream(
+  body: ReadableStream<Uint8Array> | null,
+  pace: BodyPace = DEFAULT_BODY_PACE,
+): AsyncGenerator<Buffer> {
   if (!body) return;
   const reader = body.getReader();
-  let received = 0;
+  const need = (pace.minBytesPerSecond * pace.windowMs) / 1000;
+  // The current window: time spent waiting for the client in it, and bytes received in it.
+  let waited = 0;
+  let got = 0;
   try {
     for (;;) {
-      let r: ReadableStreamReadResult<Uint8Array>;
-      try {
-        r = await reader.read();
-      } catch (e) {
-        if (errnoCode(e) !== 'ECONNRESET') throw e;
-        throw new RegistryError(
-          'E_USAGE',
-          `the client closed the connection after ${received} bytes of the request body`,
-          { found: `${received} bytes`, errno: 'ECONNRESET' },
-          'nothing partial was stored; send the request again',
-        );
+      const read = reader.read();
+      // Settled later if this read is abandoned (too slow): that must not be an unhandled rejection.
+      read.catch(() => {});
+      let r: ReadableStreamReadResult<Uint8Array> | undefined;
+      for (;;) {
+        const started = performance.now();
+        let timer: NodeJS.Timeout | undefined;
+        const expired = new Promise<'expired'>((resolve) => {
+          timer = setTimeout(() => resolve('expired'), Math.max(1, pace.windowMs - waited));
+        });
+        let outcome: ReadableStreamReadResult<Uint8Array> | 'expired';
+        try {
+          outcome = await Promise.race([read, expired]);
+        } catch (e) {
+          throw isRegistryError(e) ? e : cutShort(e);
+        } finally {
+          clearTimeout(timer);
+        }
+        waited += performance.now() - started;
+        if (outcome !== 'expired') {
+          r = outcome;
+          if (!r.done) got += r.value.byteLength;
+        }
+        if (waited >= pace.windowMs) {
+          if (!r?.done && got < need) throw tooSlow(pace, got);
+          waited = 0;
+          got = 0;
+        }
+        if (r) break;
       }
       if (r.done) return;
-      received += r.value.byteLength;
       yield Buffer.from(r.value.buffer, r.value.byteOffset, r.value.byteLength);
     }
   } finally {

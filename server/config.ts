@@ -15,6 +15,11 @@ export interface ServerConfig {
   maxMetadataBytes: number;
   /** Answer GET /repo/objects/… (not .commitmeta) with a redirect to a presigned store URL, if the store has them. */
   redirectObjects: boolean;
+  /**
+   * Secret key files the server signs with (`PATH` or `NAME=PATH`): every commit as it first
+   * arrives, every summary, every ref log record. Paths only: a key is never in the configuration.
+   */
+  signingKeys: string[];
 }
 
 /** The keys a layer may set, all optional; later layers override earlier ones key by key. */
@@ -25,6 +30,7 @@ export type ConfigLayer = Partial<{
   maxUploadBytes: number;
   maxMetadataBytes: number;
   redirectObjects: boolean;
+  signingKeys: string[];
 }>;
 
 export const DEFAULT_LISTEN = '127.0.0.1:8080';
@@ -39,6 +45,7 @@ const FileSchema = z
     maxUploadBytes: byteCount,
     maxMetadataBytes: byteCount,
     redirectObjects: z.boolean(),
+    signingKeys: z.array(z.string().min(1)),
   })
   .partial()
   .strict();
@@ -90,6 +97,10 @@ export function layerFromEnv(env: NodeJS.ProcessEnv): ConfigLayer {
     layer.maxUploadBytes = parseBytes('SYSROOT_MAX_UPLOAD_BYTES', env.SYSROOT_MAX_UPLOAD_BYTES);
   if (env.SYSROOT_REDIRECT_OBJECTS)
     layer.redirectObjects = parseBool('SYSROOT_REDIRECT_OBJECTS', env.SYSROOT_REDIRECT_OBJECTS);
+  if (env.SYSROOT_SIGNING_KEYS !== undefined)
+    layer.signingKeys = env.SYSROOT_SIGNING_KEYS.split(',')
+      .map((x) => x.trim())
+      .filter((x) => x !== '');
   return layer;
 }
 
@@ -147,5 +158,6 @@ export function resolveConfig(...layers: ConfigLayer[]): ServerConfig {
     maxUploadBytes: merged.maxUploadBytes ?? DEFAULT_UPLOAD_LIMITS.maxFileBytes,
     maxMetadataBytes: merged.maxMetadataBytes ?? DEFAULT_UPLOAD_LIMITS.maxMetadataBytes,
     redirectObjects: merged.redirectObjects ?? false,
+    signingKeys: merged.signingKeys ?? [],
   };
 }

@@ -13,10 +13,17 @@
  * check for it on every summary read (a few small files: one per ref) and wait it out; a summary left
  * stale by a crash between the two writes, or by a ref written by stock ostree, is rewritten from
  * refs/heads under the lock.
+ *
+ * summary.sig: ostree fetches it first, and keeps using its cached summary while summary.sig is
+ * unchanged, so a summary.sig that does not belong to the summary served would pin clients to an old
+ * summary or fail their verification. The repository stores each summary's signature write-once
+ * under the summary's sha256 *before* it replaces the summary (sysroot/summary-sigs/, layout.ts), so
+ * the signature of the summary read here is always there to serve; none means that summary was
+ * written without keys, and summary.sig is then 404.
  */
 import { setTimeout as sleep } from 'node:timers/promises';
-import { decodeSummary } from '../src/objects/index.js';
-import { SUMMARY_KEY } from '../src/repo/layout.js';
+import { decodeSummary, sha256 } from '../src/objects/index.js';
+import { SUMMARY_KEY, summarySigKey } from '../src/repo/layout.js';
 import type { Repository } from '../src/repo/repository.js';
 import type { BlobStat } from '../src/store/blob-store.js';
 import type { Logger } from './logger.js';
@@ -58,6 +65,16 @@ export class ConsistentSummary {
       // Refs keep moving faster than we can read: serve the newest summary, which is still safe.
       return snapshot.value;
     }
+  }
+
+  /** The summary.sig of the summary read() serves now; undefined if that summary is unsigned. */
+  async readSig(): Promise<SummarySnapshot | undefined> {
+    const summary = await this.read();
+    if (!summary) return undefined;
+    const key = summarySigKey(sha256(summary.bytes));
+    const stat = await this.repo.blobs.stat(key);
+    const bytes = stat && (await this.repo.blobs.read(key));
+    return stat && bytes ? { bytes, stat } : undefined;
   }
 
   private async readOnce(): Promise<{ agrees: boolean; value: SummarySnapshot | undefined }> {

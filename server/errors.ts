@@ -17,6 +17,7 @@ const STATUS: Partial<Record<ErrorCode, ContentfulStatusCode>> = {
   E_CORRUPT_OBJECT: 400,
   E_NOT_NORMAL_FORM: 400,
   E_BAD_PACK: 400,
+  E_SIGNATURE: 400,
   E_BAD_NAME: 400,
   E_BAD_ARCHIVE: 400,
   E_UNAUTHORIZED: 401,
@@ -26,8 +27,10 @@ const STATUS: Partial<Record<ErrorCode, ContentfulStatusCode>> = {
   E_REF_CONFLICT: 409,
   E_NOT_FAST_FORWARD: 409,
   E_NOT_IN_HISTORY: 409,
+  E_EXISTS: 409,
   E_OBJECT_MISSING: 422,
   E_LIMIT: 413,
+  E_TIMEOUT: 408,
   // 507 Insufficient Storage (RFC 4918): the request was fine, the server cannot store it now.
   E_NO_SPACE: 507,
 };
@@ -87,6 +90,15 @@ export function errorResponse(thrown: unknown, logger: Logger, c?: Context): Res
 
 function describeRequest(c: Context | undefined): string {
   return c ? `${c.req.method} ${c.req.path}` : 'request';
+}
+
+/**
+ * An object in the server's own store failed verification: the server's fault, not the request's,
+ * so 500 (the table's 400 for E_CORRUPT_OBJECT is for uploaded bytes), with the JSON error naming it.
+ */
+export function storeCorruptResponse(err: RegistryError, logger: Logger, c?: Context): Response {
+  const res = errorResponse(err, logger, c);
+  return new Response(res.body, { status: 500, headers: res.headers });
 }
 
 export function notFound(what: string): RegistryError {

@@ -5,13 +5,14 @@
 import type { Context } from 'hono';
 import type { z } from 'zod';
 import { RegistryError } from '../src/errors.js';
-import { fromWebStream } from './body-stream.js';
+import { type BodyPace, fromWebStream } from './body-stream.js';
 
 export async function readJson<S extends z.ZodType>(
   c: Context,
   schema: S,
-  limit: number,
+  limits: { maxJsonBytes: number; bodyPace: BodyPace },
 ): Promise<z.output<S>> {
+  const limit = limits.maxJsonBytes;
   const declared = Number(c.req.header('content-length'));
   const tooLarge = () =>
     new RegistryError('E_LIMIT', `the request body is larger than ${limit} bytes`, {
@@ -20,7 +21,7 @@ export async function readJson<S extends z.ZodType>(
   if (Number.isFinite(declared) && declared > limit) throw tooLarge();
   const chunks: Buffer[] = [];
   let n = 0;
-  for await (const chunk of fromWebStream(c.req.raw.body)) {
+  for await (const chunk of fromWebStream(c.req.raw.body, limits.bodyPace)) {
     n += chunk.length;
     if (n > limit) throw tooLarge();
     chunks.push(chunk);

@@ -74,7 +74,7 @@ export const OPENAPI = {
         type: 'object',
         required: ['version', 'ref', 'seq', 'from', 'to', 'time', 'actor', 'action', 'reason', 'prev', 'pin'],
         properties: {
-          version: { const: 1 },
+          version: { enum: [1, 2], description: '2: signed (docs/signing.md)' },
           ref,
           seq: { type: 'integer', minimum: 1 },
           from: { oneOf: [hex64, { type: 'null' }] },
@@ -84,6 +84,15 @@ export const OPENAPI = {
           action: { type: 'string', enum: ['commit', 'push', 'reset'] },
           reason: { type: 'string' },
           prev: { oneOf: [hex64, { type: 'null' }] },
+          signatures: {
+            type: 'array',
+            description: 'version 2 only: each over the record line without this member',
+            items: {
+              type: 'object',
+              required: ['key', 'sig'],
+              properties: { key: { type: 'string' }, sig: { type: 'string', description: 'base64' } },
+            },
+          },
           pin: { type: 'string', description: 'REF@SHA256' },
         },
       },
@@ -146,8 +155,49 @@ export const OPENAPI = {
         },
       },
     },
+    '/keys': {
+      get: {
+        summary: 'the public keys the repository publishes, and their revocations (docs/signing.md)',
+        responses: {
+          200: answer('the keys', {
+            type: 'object',
+            required: ['keys'],
+            properties: {
+              keys: {
+                type: 'array',
+                items: {
+                  type: 'object',
+                  required: ['type', 'id', 'public', 'published', 'signing', 'revoked'],
+                  properties: {
+                    type: { type: 'string', enum: ['ed25519', 'gpg'] },
+                    id: {
+                      type: 'string',
+                      examples: ['ed25519:8CtcRDvcfoNVM6lhogdI2IhoSVpWRy4vWq89go5tILo='],
+                    },
+                    name: { type: 'string' },
+                    public: { type: 'string' },
+                    published: { type: 'string', format: 'date-time' },
+                    signing: { type: 'boolean' },
+                    revoked: { oneOf: [{ type: 'null' }, { type: 'object' }] },
+                  },
+                },
+              },
+            },
+          }),
+        },
+      },
+    },
     '/log/{ref}': {
-      parameters: [refParam],
+      parameters: [
+        refParam,
+        {
+          name: 'format',
+          in: 'query',
+          required: false,
+          schema: { type: 'string', enum: ['jsonl'] },
+          description: 'jsonl: the records as stored, oldest first, one per line (application/x-ndjson)',
+        },
+      ],
       get: {
         summary: "a ref's history, newest first",
         responses: {
@@ -235,7 +285,8 @@ export const OPENAPI = {
         },
       ],
       put: {
-        summary: 'upload one object, verified before it is stored write-once (any push scope or admin)',
+        summary:
+          'upload one object, verified before it is stored write-once (any push scope or admin; .commitmeta: admin only)',
         security: [{ bearer: [] }],
         requestBody: { required: true, content: { 'application/octet-stream': { schema: {} } } },
         responses: {
@@ -256,7 +307,8 @@ export const OPENAPI = {
           'stored write-once (any push scope or admin)',
         description:
           'Records of kind commit, dirtree, dirmeta, commitmeta and filez; content records are refused ' +
-          '(E_USAGE). A record that fails stops the request; records verified before it stay stored.',
+          '(E_USAGE); a commitmeta record needs admin (E_FORBIDDEN). A record that fails stops the request; ' +
+          'records verified before it stay stored.',
         security: [{ bearer: [] }],
         requestBody: { required: true, content: { 'application/octet-stream': { schema: {} } } },
         responses: {

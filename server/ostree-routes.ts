@@ -18,14 +18,17 @@
 import { createHash } from 'node:crypto';
 import { type Context, Hono } from 'hono';
 import { RegistryError } from '../src/errors.js';
+import { type ObjectType, objectId, sha256 } from '../src/objects/index.js';
 import { CONFIG_KEY, refKey, SUMMARY_KEY, SUMMARY_SIG_KEY } from '../src/repo/layout.js';
 import { isValidRef } from '../src/repo/refs.js';
 import type { Repository } from '../src/repo/repository.js';
 import type { BlobStat } from '../src/store/blob-store.js';
+import { corrupt as corruptObject } from '../src/store/object-store.js';
 import { type AppEnv, requireRead } from './auth.js';
 import { ConsistentSummary } from './consistent-summary.js';
-import { notFound } from './errors.js';
+import { notFound, storeCorruptResponse } from './errors.js';
 import { notModified, stableLastModified } from './http-cache.js';
+import { KnownCorrupt } from './known-corrupt.js';
 import type { Logger } from './logger.js';
 import { IMMUTABLE, PRESIGN_SECONDS, REDIRECT_CACHE, respond, type Served } from './respond.js';
 
@@ -41,6 +44,8 @@ export interface OstreeRouteDeps {
   logger: Logger;
   /** Redirect GETs of immutable objects to presigned store URLs, when the store has them. */
   redirectObjects?: boolean;
+  /** Objects found corrupt in the store: answered 500, never served (known-corrupt.ts). */
+  corrupt?: KnownCorrupt;
 }
 
 /**
@@ -91,6 +96,7 @@ function served(bytes: Buffer, stat: BlobStat, contentType: string): Served {
 
 export function ostreeRoutes(deps: OstreeRouteDeps): Hono<AppEnv> {
   const { repo } = deps;
+  const corrupt = deps.corrupt ?? new KnownCorrupt(deps.logger);
   const summary = new ConsistentSummary(repo, deps.logger);
   const app = new Hono<AppEnv>();
 
@@ -102,14 +108,44 @@ export function ostreeRoutes(deps: OstreeRouteDeps): Hono<AppEnv> {
     else if (path === SUMMARY_KEY) {
       const snap = await summary.read();
       s = snap && served(snap.bytes, snap.stat, OCTETS);
-    } else if (path === SUMMARY_SIG_KEY) s = await small(repo, SUMMARY_SIG_KEY, OCTETS);
-    else if (path.startsWith('refs/heads/')) {
+    } else if (path === SUMMARY_SIG_KEY) {
+      // The signature of the summary served now, not the top-level file (consistent-summary.ts).
+      const snap = await summary.readSig();
+      s = snap && served(snap.bytes, snap.stat, OCTETS);
+    } else if (path.startsWith('refs/heads/')) {
       const ref = path.slice('refs/heads/'.length);
       if (isValidRef(ref)) s = await small(repo, refKey(ref), TEXT);
     } else {
       const m = OBJECT_PATH.exec(path);
+      const checksum = m ? `${m[1]}${m[2]}` : '';
+      const type = m?.[3] === 'filez' ? 'file' : (m?.[3] as ObjectType | undefined);
+      if (m && corrupt.has(objectId(checksum, type!))) {
+        return storeCorruptResponse(corrupt.refusal(objectId(checksum, type!)), deps.logger, c);
+      }
       if (m && m[3] === 'commitmeta') s = await small(repo, path, OCTETS);
-      else if (m) {
+      else if (m && type !== 'file' && !(deps.redirectObjects && repo.blobs.presignGet)) {
+        // commit, dirtree, dirmeta: small (OSTree caps them at 10 MiB; a sysroot's are ~1 KB), so
+        // they are read whole and re-hashed before the first byte leaves; a mismatch is remembered.
+        const stat = await repo.blobs.stat(path);
+        const bytes = stat && (await repo.blobs.read(path));
+        if (stat && bytes) {
+          const found = sha256(bytes);
+          if (found !== checksum) {
+            const e = corruptObject(checksum, type!, found, 'checksum mismatch');
+            corrupt.noteFrom(e);
+            return storeCorruptResponse(e, deps.logger, c);
+          }
+          s = {
+            body: bytes,
+            validators: {
+              etag: `"${checksum}.${m[3]}"`,
+              lastModified: new Date(Math.floor(stat.mtimeMs / 1000) * 1000),
+            },
+            cacheControl: IMMUTABLE,
+            contentType: OCTETS,
+          };
+        }
+      } else if (m) {
         const etag = `"${m[1]}${m[2]}.${m[3]}"`;
         const presign = deps.redirectObjects ? repo.blobs.presignGet?.bind(repo.blobs) : undefined;
         if (presign && c.req.method === 'GET') {

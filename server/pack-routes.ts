@@ -20,8 +20,9 @@ import { assertChecksum, type Checksum } from '../src/objects/index.js';
 import { DEFAULT_LEVEL, PACK_MAGIC } from '../src/pack/format.js';
 import type { CommitPacks } from '../src/repo/packs.js';
 import { type AppEnv, requireRead } from './auth.js';
-import { errorResponse } from './errors.js';
+import { errorResponse, storeCorruptResponse } from './errors.js';
 import { notModified, type Validators } from './http-cache.js';
+import type { KnownCorrupt } from './known-corrupt.js';
 import type { Logger } from './logger.js';
 import { IMMUTABLE, PRESIGN_SECONDS, REDIRECT_CACHE, respond, type Served } from './respond.js';
 
@@ -33,6 +34,8 @@ export interface PackRouteDeps {
   logger: Logger;
   /** Redirect GETs to a presigned URL of the stored pack, when the store can make one (S3). */
   redirectObjects?: boolean;
+  /** Where an object found corrupt while generating is remembered (no longer served by /repo/). */
+  corrupt?: KnownCorrupt;
 }
 
 /** `<to>` or `<from>..<to>`, each 64 hex. */
@@ -55,14 +58,15 @@ function packEtag(to: Checksum, from?: Checksum): string {
 }
 
 /** Generation errors as JSON, with the statuses a pack needs (see the top of this file). */
-function packError(e: unknown, logger: Logger, c: Context<AppEnv>): Response {
+function packError(e: unknown, logger: Logger, c: Context<AppEnv>, corrupt?: KnownCorrupt): Response {
+  if (isRegistryError(e, 'E_CORRUPT_OBJECT') || isRegistryError(e, 'E_NOT_NORMAL_FORM')) {
+    logger.error(`${c.req.method} ${c.req.path}: cannot generate the pack: ${(e as RegistryError).message}`);
+    corrupt?.noteFrom(e);
+    return storeCorruptResponse(e as RegistryError, logger, c);
+  }
   const res = errorResponse(e, logger, c);
   if (isRegistryError(e, 'E_OBJECT_MISSING'))
     return new Response(res.body, { status: 404, headers: res.headers });
-  if (isRegistryError(e, 'E_CORRUPT_OBJECT') || isRegistryError(e, 'E_NOT_NORMAL_FORM')) {
-    logger.error(`${c.req.method} ${c.req.path}: cannot generate the pack: ${(e as RegistryError).message}`);
-    return new Response(res.body, { status: 500, headers: res.headers });
-  }
   return res;
 }
 
@@ -78,7 +82,7 @@ export function packRoutes(deps: PackRouteDeps): Hono<AppEnv> {
     try {
       pack = await packs.get(to, from);
     } catch (e) {
-      if (isRegistryError(e) && e.code !== 'E_INTERNAL') return packError(e, logger, c);
+      if (isRegistryError(e) && e.code !== 'E_INTERNAL') return packError(e, logger, c, deps.corrupt);
       throw e;
     }
     const validators: Validators = {

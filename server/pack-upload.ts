@@ -12,6 +12,11 @@
  *                                          store keeps as is; deflating here would cost the server
  *                                          the CPU the client has to spare
  *
+ * Commits and their commitmeta are held until the rest of the pack is stored, then written through
+ * Repository.storeCommit: the commitmeta first (the pusher's signatures merged with the server's,
+ * signed at this moment, since objects are write-once), the commit last. A commitmeta whose commit
+ * is neither in the pack nor stored is refused; one for a commit stored before is left as it was.
+ *
  * Nothing is stored under its name before the reader's `verified` event for that record. Writes of
  * verified objects overlap with reading and verifying the next records (WRITE_CONCURRENCY at a
  * time): the reader's inflate + sha256 runs on this thread while libuv's threads create, write and
@@ -21,6 +26,7 @@
 import { createReadStream } from 'node:fs';
 import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { Hono } from 'hono';
+import type { Principal } from '../src/auth/tokens.js';
 import { RegistryError } from '../src/errors.js';
 import { type Checksum, objectId, objectPath, sha256 } from '../src/objects/index.js';
 import { KIND, objectTypeOf, type RecordKind, readPack } from '../src/pack/index.js';
@@ -29,7 +35,7 @@ import { FsBatchWriter } from '../src/store/fs-batch-writer.js';
 import { FsBlobStore } from '../src/store/fs-blob-store.js';
 import { corrupt } from '../src/store/object-store.js';
 import type { ApiLimits } from './api-routes.js';
-import { type AppEnv, requireUpload } from './auth.js';
+import { type AppEnv, requireCommitmetaUpload, requireUpload } from './auth.js';
 import { fromWebStream } from './body-stream.js';
 import { jsonResponse } from './errors.js';
 import type { Logger } from './logger.js';
@@ -64,8 +70,13 @@ export function packUploadRoutes(deps: PackUploadDeps): Hono<AppEnv> {
   const app = new Hono<AppEnv>();
   app.post('/packs', async (c) => {
     // Before a byte of the body is read: a client without the scope learns at once.
-    requireUpload(c);
-    const result = await receivePack(deps.repo, fromWebStream(c.req.raw.body), deps.limits);
+    const principal = requireUpload(c);
+    const result = await receivePack(
+      deps.repo,
+      fromWebStream(c.req.raw.body, deps.limits.bodyPace),
+      deps.limits,
+      principal,
+    );
     // What the access log cannot say: how many records were new. A retried push that re-sent objects
     // the server had shows up here as "already there" (the crash tests read this line).
     deps.logger.info(
@@ -90,6 +101,8 @@ export async function receivePack(
   repo: Repository,
   body: AsyncIterable<Buffer>,
   limits: ApiLimits,
+  /** Who sends it: a commitmeta record without its commit needs admin (auth.ts requireCommitmetaUpload). */
+  principal?: Principal,
 ): Promise<PackUploadResult> {
   const result: PackUploadResult = { records: 0, stored: 0, existing: 0, bytes: 0 };
   const writes = new Set<Promise<void>>();
@@ -121,6 +134,9 @@ export async function receivePack(
   // Small .filez on a directory store go to the batch writer's worker (see fs-batch-writer.ts).
   const batch = repo.blobs instanceof FsBlobStore ? new FsBatchWriter(repo.blobs) : undefined;
   let cur: Receiving | undefined;
+  /** Commits and commitmeta, verified, stored at the end (see the top of this file). */
+  const commits = new Map<Checksum, Buffer>();
+  const detached = new Map<Checksum, Buffer>();
   try {
     for await (const ev of readPack(body, { collect: COLLECT })) {
       if (ev.type === 'record') {
@@ -149,7 +165,9 @@ export async function receivePack(
       } else if (ev.type === 'verified') {
         const r = cur!;
         cur = undefined;
-        if (batch && !r.tmp) {
+        if (r.kind === KIND.commit) commits.set(r.checksum, bytesOf(r));
+        else if (r.kind === KIND.commitmeta) detached.set(r.checksum, bytesOf(r));
+        else if (batch && !r.tmp) {
           track(storeBatched(repo, batch, r));
           await batch.ready();
           if (writeFailure) throw writeFailure.error;
@@ -161,6 +179,7 @@ export async function receivePack(
     await batch?.flush();
     while (writes.size > 0) await Promise.race(writes);
     if (writeFailure) throw writeFailure.error;
+    await storeCommits(repo, commits, detached, result, principal);
     return result;
   } finally {
     // A failure stopped the reader: verified records still queued are written (they are correct),
@@ -172,6 +191,40 @@ export async function receivePack(
       await unlink(cur.tmp.path).catch(() => {});
     }
   }
+}
+
+/** The pack's commits, each with its commitmeta (signed here: Repository.storeCommit), then the rest. */
+async function storeCommits(
+  repo: Repository,
+  commits: Map<Checksum, Buffer>,
+  detached: Map<Checksum, Buffer>,
+  result: PackUploadResult,
+  principal: Principal | undefined,
+): Promise<void> {
+  for (const checksum of detached.keys()) {
+    if (commits.has(checksum)) continue;
+    if (await repo.objects.has(checksum, 'commit')) {
+      // Another release's commit, maybe: not for a push token (and never written over: storeCommit).
+      if (principal) requireCommitmetaUpload(principal, objectId(checksum, 'commitmeta'));
+      continue;
+    }
+    throw new RegistryError(
+      'E_USAGE',
+      `pack record ${objectId(checksum, 'commitmeta')}: its commit is neither in the pack nor stored`,
+      { object: objectId(checksum, 'commitmeta') },
+      "send a commit's detached metadata (its signatures) in the same pack as the commit",
+    );
+  }
+  for (const [checksum, bytes] of commits) {
+    const meta = detached.get(checksum);
+    const { created } = await repo.storeCommit(bytes, meta);
+    // The commitmeta record counts with its commit: both are new, or both were there.
+    const n = meta ? 2 : 1;
+    if (created) result.stored += n;
+    else result.existing += n;
+    repo.noteStored({ checksum, type: 'commit' });
+  }
+  for (const checksum of detached.keys()) if (!commits.has(checksum)) result.existing++;
 }
 
 /** A small record's bytes (readPack's `collect` hands them over as one chunk). */

@@ -92,6 +92,25 @@ async function receiveMetadata(
       throw corrupt(checksum, type, found, 'the uploaded bytes do not hash to the name');
   }
   checkNormalForm(type, bytes, id);
+  if (type === 'commit') {
+    // Signed here, on arrival, with the server's keys (Repository.storeCommit).
+    const { created } = await repo.storeCommit(bytes);
+    repo.noteStored({ checksum, type });
+    return created;
+  }
+  if (type === 'commitmeta') {
+    // Signatures are fixed when the commit arrives (objects are write-once, and the commit's packs
+    // are made from what is stored then): they travel in the same pack as the commit.
+    const stored = await repo.objects.has(checksum, 'commit');
+    throw new RegistryError(
+      stored ? 'E_EXISTS' : 'E_USAGE',
+      stored
+        ? `commit ${checksum} is stored already: its detached metadata was fixed when it arrived`
+        : `${id}: detached metadata is accepted only together with its commit`,
+      { object: id },
+      'send the commitmeta and the commit in one pack (POST /api/v1/packs), as `sysroot push --sign-key` does',
+    );
+  }
   const existed = await repo.objects.has(checksum, type);
   await repo.objects.putMetadata(type, bytes, checksum);
   repo.noteStored({ checksum, type }, type === 'dirtree' ? bytes : undefined);

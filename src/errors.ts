@@ -19,6 +19,9 @@ export const ERROR_CODES = [
   'E_CORRUPT_OBJECT',
   'E_NOT_NORMAL_FORM',
   'E_PIN_MISMATCH',
+  // Authenticity: a commit, summary or ref log record lacks a signature by a trusted, unrevoked key,
+  // or carries a malformed one (details: ref, commit, keys tried, keys found).
+  'E_SIGNATURE',
   // A pack (src/pack/) is not well formed: bad magic, unknown kind, truncated, trailing bytes, bad end checksum.
   'E_BAD_PACK',
   // The repository refuses the change.
@@ -37,6 +40,8 @@ export const ERROR_CODES = [
   'E_NOT_A_REPO',
   'E_FSCK',
   'E_IO',
+  // A peer was too slow: a request body that stalls or trickles (server/body-stream.ts).
+  'E_TIMEOUT',
   // The filesystem the repository (or a temp file) is on is full: ENOSPC, EDQUOT.
   'E_NO_SPACE',
   // Auth (server issue).

@@ -1,11 +1,25 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { canPushRef, canRead, canUpload, globMatches, isAdmin, parseScope } from '../src/auth/scopes.js';
 import { parseToken, redactTokens } from '../src/auth/token-string.js';
 import { TokenStore } from '../src/auth/tokens.js';
 import { isRegistryError } from '../src/errors.js';
 import { tempRepo } from './helpers/repo.js';
+
+// Every comparison of a presented secret goes through node:crypto's timingSafeEqual; this records its
+// arguments (it still compares).
+const compared = vi.hoisted(() => [] as Array<[number, number]>);
+vi.mock('node:crypto', async (importOriginal) => {
+  const real = await importOriginal<typeof import('node:crypto')>();
+  return {
+    ...real,
+    timingSafeEqual: (a: NodeJS.ArrayBufferView, b: NodeJS.ArrayBufferView) => {
+      compared.push([a.byteLength, b.byteLength]);
+      return real.timingSafeEqual(a, b);
+    },
+  };
+});
 
 function filesUnder(dir: string): string[] {
   return readdirSync(dir, { recursive: true, encoding: 'utf8' })
@@ -92,6 +106,36 @@ describe('TokenStore', () => {
       await tokens.verify(`srt_${id === '00000000' ? '00000001' : '00000000'}_${secret}`),
     ).toBeUndefined();
     expect(await tokens.verify('Bearer nonsense')).toBeUndefined();
+    tokens.close();
+  });
+
+  it('compares in constant time: fixed-length sha256 digests through timingSafeEqual, whatever is presented', async () => {
+    const repo = await tempRepo();
+    const tokens = TokenStore.forRepo(repo);
+    const { token } = await tokens.create({ name: 'a', scopes: ['pull'] });
+    const { id, secret } = parseToken(token)!;
+    compared.length = 0;
+    // Right, wrong in the first and in the last character, and every secret differs in a way a
+    // byte-by-byte comparison would answer at a different speed.
+    const presented = [
+      token,
+      `srt_${id}_${secret[0] === 'A' ? 'B' : 'A'}${secret.slice(1)}`,
+      `srt_${id}_${secret.slice(0, -1)}${secret.endsWith('A') ? 'B' : 'A'}`,
+      `srt_${id}_${'-'.repeat(43)}`,
+    ];
+    const results = [];
+    for (const t of presented) results.push((await tokens.verify(t)) !== undefined);
+    expect(results).toEqual([true, false, false, false]);
+    // One comparison per presented token, always of two 32-byte digests: neither the secret's
+    // content nor where it differs changes what is compared.
+    expect(compared).toEqual(presented.map(() => [32, 32]));
+    // A malformed token or an unknown id is refused before any comparison: its id names no record.
+    compared.length = 0;
+    expect(await tokens.verify(`srt_${id}_short`)).toBeUndefined();
+    expect(
+      await tokens.verify(`srt_${id === '00000000' ? '00000001' : '00000000'}_${secret}`),
+    ).toBeUndefined();
+    expect(compared).toEqual([]);
     tokens.close();
   });
 

@@ -12,8 +12,8 @@ import { Repository } from '../src/repo/repository.js';
 import { sysroot } from './helpers/cli.js';
 import { checkRepo, makeTree, mutateTree, seededRandom, seedFromEnv } from './helpers/crash.js';
 import { clientKills, describeTally, type KillLoop, timePush } from './helpers/kill-loop.js';
+import { type ServeProcess, startServe, stopAllServers } from './helpers/killable-serve.js';
 import { tempDir } from './helpers/repo.js';
-import { type ServeProcess, startServe, stopAllServers } from './helpers/serve-process.js';
 
 const KILLS = Number(process.env.CRASH_KILLS ?? 50);
 /** ~1 s a round on 2 idle cores; far more when other test files share them. */

@@ -30,8 +30,8 @@ import {
   spawnCli,
 } from './helpers/crash.js';
 import { describeTally, type KillLoop, serverKills, timePush } from './helpers/kill-loop.js';
+import { startServe, stopAllServers } from './helpers/killable-serve.js';
 import { tempDir } from './helpers/repo.js';
-import { startServe, stopAllServers } from './helpers/serve-process.js';
 
 const KILLS = Number(process.env.CRASH_KILLS ?? 50);
 /** ~1 s a round on 2 idle cores; far more when other test files share them. */

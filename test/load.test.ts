@@ -5,8 +5,8 @@
  * docs/reliability.md.
  */
 import { describe, expect, it } from 'vitest';
+import { stopAllServers } from './helpers/killable-serve.js';
 import { runLoad } from './helpers/load.js';
-import { stopAllServers } from './helpers/serve-process.js';
 
 const SECONDS = Number(process.env.LOAD_SECONDS ?? 12);
 

@@ -25,9 +25,9 @@ import { decodeSummary, encodeCommit, sha256 } from '../src/objects/index.js';
 import { Repository } from '../src/repo/repository.js';
 import { sysroot } from './helpers/cli.js';
 import { checkRepo, spawnCli } from './helpers/crash.js';
+import { type ServeProcess, startServe, stopAllServers } from './helpers/killable-serve.js';
 import { ostree } from './helpers/ostree.js';
 import { tempDir } from './helpers/repo.js';
-import { type ServeProcess, startServe, stopAllServers } from './helpers/serve-process.js';
 
 const FILES = 40;
 const FILE_BYTES = 4096;

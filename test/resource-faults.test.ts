@@ -26,9 +26,9 @@ import { Repository } from '../src/repo/repository.js';
 import { sysroot } from './helpers/cli.js';
 import { checkRepo, countObjects, makeTree, spawnCli } from './helpers/crash.js';
 import { type Fault, type FaultProxy, startFaultProxy } from './helpers/fault-proxy.js';
+import { type ServeProcess, startServe, stopAllServers } from './helpers/killable-serve.js';
 import { tempDir } from './helpers/repo.js';
 import { type S3Server, s3Env, startS3 } from './helpers/s3-server.js';
-import { type ServeProcess, startServe, stopAllServers } from './helpers/serve-process.js';
 
 const mounts: string[] = [];
 

@@ -46,6 +46,7 @@ describe('server configuration', () => {
       maxUploadBytes: 1000,
       maxMetadataBytes: 10 * 1024 * 1024,
       redirectObjects: false,
+      signingKeys: [],
     });
     expect(resolveConfig({ repo: 'r' })).toMatchObject({
       listen: { host: '127.0.0.1', port: 8080 },

@@ -415,6 +415,7 @@ describe('JSON API: reading', () => {
     expect(Object.keys(doc.paths).sort()).toEqual(
       [
         '/commits/{sha}',
+        '/keys',
         '/log/{ref}',
         '/objects/missing',
         '/objects/{name}',

@@ -12,6 +12,18 @@ export interface CommitFlags {
   bindRef?: boolean;
   skipSpecial?: boolean;
   actor?: string;
+  maxExpansion?: string;
+}
+
+export function parseMaxExpansion(s: string | undefined): number | undefined {
+  if (s === undefined) return undefined;
+  if (!/^\d+$/.test(s)) {
+    throw new RegistryError(
+      'E_USAGE',
+      `--max-expansion ${s}: expected a whole ratio, e.g. 1000 (0: no limit)`,
+    );
+  }
+  return Number(s);
 }
 
 export function parseTimestamp(s: string | undefined): number | undefined {

@@ -1,13 +1,22 @@
 import { RegistryError } from '../../src/errors.js';
 import { fsck } from '../../src/repo/fsck.js';
+import type { VerifyKey } from '../../src/sign/keys.js';
 import { json, note, out } from '../output.js';
 import { openRepo } from './_repo.js';
 
-export async function run(opts: { repo: string; json?: boolean }): Promise<number> {
+export async function run(opts: { repo: string; json?: boolean; verifyKey?: string[] }): Promise<number> {
+  let verifyKeys: VerifyKey[] | undefined;
+  if (opts.verifyKey?.length) {
+    const { loadKeySpecs } = await import('../../src/sign/trust.js');
+    verifyKeys = await loadKeySpecs(opts.verifyKey);
+  }
   const repo = await openRepo(opts.repo);
   try {
-    const r = await fsck(repo, (n) => {
-      if (process.stderr.isTTY) process.stderr.write(`\rchecked ${n} objects`);
+    const r = await fsck(repo, {
+      verifyKeys,
+      onProgress: (n) => {
+        if (process.stderr.isTTY) process.stderr.write(`\rchecked ${n} objects`);
+      },
     });
     if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
     const errors = r.problems.filter((p) => p.severity === 'error');

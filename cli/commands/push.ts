@@ -10,6 +10,7 @@ interface PushFlags extends CommitFlags {
   url?: string;
   token?: string;
   json?: boolean;
+  signKey?: string[];
 }
 
 const USAGE = 'sysroot push (--url URL | REMOTE) --ref REF [options] SOURCE';
@@ -24,6 +25,11 @@ export async function run(...args: unknown[]): Promise<number> {
   const owner = parseOwner(flags.owner);
   const metadata = (flags.meta ?? []).map(parseMetaArg);
   if (flags.actor) note('note: --actor is not used by push; the server records the pusher from the token');
+  const signKeys = [];
+  if (flags.signKey?.length) {
+    const { loadSigningKey } = await import('../../src/sign/keys.js');
+    for (const spec of flags.signKey) signKeys.push(await loadSigningKey(spec));
+  }
   const started = Date.now();
   const r = await push(
     url,
@@ -39,6 +45,7 @@ export async function run(...args: unknown[]): Promise<number> {
       owner,
       canonicalPermissions: flags.canonicalPermissions,
       skipSpecial: flags.skipSpecial,
+      signKeys,
     },
     {
       progress: createProgress(),

@@ -12,6 +12,7 @@ interface ServeFlags {
   config?: string;
   anonymousPull?: boolean;
   redirectObjects?: boolean;
+  signKey?: string[];
 }
 
 /** Commander's Command, as far as we need it: where did an option's value come from? */
@@ -27,6 +28,7 @@ function flagLayer(opts: ServeFlags, cmd: OptionSources | undefined): ConfigLaye
   if (opts.listen) layer.listen = opts.listen;
   if (opts.anonymousPull === false && fromCli('anonymousPull')) layer.anonymousPull = false;
   if (opts.redirectObjects && fromCli('redirectObjects')) layer.redirectObjects = true;
+  if (opts.signKey?.length) layer.signingKeys = opts.signKey;
   return layer;
 }
 
@@ -48,7 +50,16 @@ export async function run(opts: ServeFlags, cmd?: OptionSources): Promise<number
   const repo = await openRepo(config.repo);
   const tokens = TokenStore.forRepo(repo);
   try {
-    // Before the first client: a ref move this or another node was killed in the middle of.
+    const logger = stderrLogger();
+    if (config.signingKeys.length) {
+      const { loadSigningKey } = await import('../../src/sign/keys.js');
+      const keys = [];
+      for (const spec of config.signingKeys) keys.push(await loadSigningKey(spec));
+      await repo.useSigningKeys(keys);
+      for (const k of keys) note(`signing with ${k.name ? `${k.name} ` : ''}${k.id}`);
+    }
+    // Before the first client (and after the signing keys: a rewritten summary is signed too): a ref
+    // move this or another node was killed in the middle of.
     const repaired = await repo.finishInterruptedMoves();
     for (const r of repaired.refs)
       note(`finished an interrupted move of ${r.ref} to ${r.to} (refs/heads was behind its ref log)`);
@@ -57,11 +68,11 @@ export async function run(opts: ServeFlags, cmd?: OptionSources): Promise<number
       repo,
       tokens,
       anonymousPull: config.anonymousPull,
-      logger: stderrLogger(),
+      logger,
       limits: { maxFileBytes: config.maxUploadBytes, maxMetadataBytes: config.maxMetadataBytes },
       redirectObjects: config.redirectObjects,
     });
-    const server = await listen(app, config.listen.host, config.listen.port);
+    const server = await listen(app, config.listen.host, config.listen.port, { logger });
     const signalled = waitForSignal();
     if (config.redirectObjects && !repo.blobs.presignGet)
       note(`note: redirectObjects is on, but ${repo.location} cannot presign URLs: objects are streamed`);

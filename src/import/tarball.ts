@@ -9,7 +9,7 @@ import { createReadStream } from 'node:fs';
 import { RegistryError } from '../errors.js';
 import { checkEntryName } from '../objects/index.js';
 import type { ObjectStore } from '../store/object-store.js';
-import { decompressStream } from '../tar/compression.js';
+import { DEFAULT_EXPANSION, decompressStream, type ExpansionLimit } from '../tar/compression.js';
 import { readTar, type TarEntry } from '../tar/reader.js';
 import { BIG, ContentWriter } from './content.js';
 import { specialFiles } from './directory.js';
@@ -43,7 +43,7 @@ export async function importTarball(
   const dirs = new TreeWriter(objects);
   try {
     const tree = new TarTree(rules);
-    for await (const { entry, body } of readTar(metered(decompressStream(source)))) {
+    for await (const { entry, body } of readTar(metered(decompressStream(source, expansionLimit(opts))))) {
       const node = tree.apply(entry);
       if (!node) continue;
       if (entry.type === 'symlink') {
@@ -75,6 +75,12 @@ export async function importTarball(
     await dirs.settle();
     await writer.close();
   }
+}
+
+function expansionLimit(opts: ImportOptions): ExpansionLimit {
+  return opts.maxExpansion === undefined
+    ? DEFAULT_EXPANSION
+    : { ...DEFAULT_EXPANSION, maxRatio: opts.maxExpansion };
 }
 
 /** A minor GC every 8 MiB of tar stream (see gc.ts); 2-4 MiB saved no memory and cost time. */

@@ -30,6 +30,11 @@ export interface ImportOptions {
   /** Drop device nodes, fifos and sockets (listed in skippedSpecial) instead of refusing the tree. */
   skipSpecial?: boolean;
   /**
+   * A compressed tarball may expand at most this many times its compressed size past its first
+   * 64 MiB (src/tar/compression.ts DEFAULT_EXPANSION: 100); 0 = no limit.
+   */
+  maxExpansion?: number;
+  /**
    * Raw-deflate level of the .filez payloads, 0-9. Default 1: ostree's 6 costs about twice the CPU
    * for a few percent smaller objects, and clients accept any valid deflate stream (FORMAT.md §3).
    */

@@ -2,6 +2,12 @@
  * fsck: trust nothing at rest. Re-hashes every object, checks that every commit a ref or the ref
  * log names is complete, that refs/heads, the summary and the ref log agree, and that the ref
  * log's hash chain is unbroken. Every problem names the object, ref or record.
+ *
+ * Signatures (docs/signing.md), against the keys the repository publishes (or `verifyKeys`):
+ * every signature on a ref log record that names a known key must verify (one that does not is an
+ * edited record), and signed records must not be followed by unsigned ones; a commitmeta or
+ * summary.sig whose signatures are malformed is an error, one that no known key verifies a warning
+ * (it may be a pusher's key the repository does not publish).
  */
 import { RegistryError } from '../errors.js';
 import {
@@ -14,10 +20,13 @@ import {
   objectId,
   sha256,
 } from '../objects/index.js';
+import type { VerifyKey } from '../sign/keys.js';
+import { checkSignatures, readSignatures, signatureCount } from '../sign/signatures.js';
 import { type ObjectRef, verifyFilez } from '../store/object-store.js';
 import { missingObjects } from './closure.js';
-import { SUMMARY_KEY } from './layout.js';
-import { checkChain, listLoggedRefs, readRefLog } from './reflog.js';
+import { repoVerifyKeys } from './keys.js';
+import { SUMMARY_KEY, SUMMARY_SIG_KEY } from './layout.js';
+import { listLoggedRefs, readRefLog, verifyRefLog } from './reflog.js';
 import type { Repository } from './repository.js';
 
 export interface FsckProblem {
@@ -64,8 +73,25 @@ async function checkObject(repo: Repository, o: ObjectRef): Promise<FsckProblem 
   }
 }
 
-export async function fsck(repo: Repository, onProgress?: (checked: number) => void): Promise<FsckReport> {
+export interface FsckOptions {
+  onProgress?: (checked: number) => void;
+  /** Keys to check signatures with, instead of the ones the repository publishes. */
+  verifyKeys?: VerifyKey[];
+}
+
+export async function fsck(repo: Repository, opts: FsckOptions = {}): Promise<FsckReport> {
+  const onProgress = opts.onProgress;
   const problems: FsckProblem[] = [];
+  let keys: { trusted: VerifyKey[]; revoked: VerifyKey[] };
+  try {
+    const published = await repoVerifyKeys(repo.blobs);
+    keys = opts.verifyKeys?.length ? { trusted: opts.verifyKeys, revoked: published.revoked } : published;
+  } catch (e) {
+    if (!(e instanceof RegistryError)) throw e;
+    problems.push({ severity: 'error', message: `published keys: ${e.message}` });
+    keys = { trusted: opts.verifyKeys ?? [], revoked: [] };
+  }
+  const anyKey = [...keys.trusted, ...keys.revoked];
   const objects: ObjectRef[] = [];
   for await (const o of repo.objects.list()) objects.push(o);
 
@@ -102,7 +128,8 @@ export async function fsck(repo: Repository, onProgress?: (checked: number) => v
       continue;
     }
     records += log.length;
-    for (const message of checkChain(ref, log)) problems.push({ severity: 'error', ref, message });
+    const verified = await verifyRefLog(ref, log, keys.trusted, keys.revoked, { requireSignedHead: false });
+    for (const message of verified.problems) problems.push({ severity: 'error', ref, message });
     for (const { record } of log)
       if (!needed.has(record.to)) needed.set(record.to, `ref log ${ref} #${record.seq}`);
     const head = refs.find((r) => r.name === ref)?.head;
@@ -140,7 +167,45 @@ export async function fsck(repo: Repository, onProgress?: (checked: number) => v
     }
   }
 
+  // Detached signatures: well formed, and (a warning otherwise) by a key the repository knows.
+  for (const o of objects) {
+    if (o.type !== 'commitmeta' || bad.has(objectId(o.checksum, o.type))) continue;
+    const id = objectId(o.checksum, 'commitmeta');
+    const commit = await repo.objects.getRaw(o.checksum, 'commit');
+    try {
+      const sigs = readSignatures(await repo.objects.getRaw(o.checksum, 'commitmeta'), id);
+      if (!commit || signatureCount(sigs) === 0 || anyKey.length === 0) continue;
+      const check = await checkSignatures(commit, sigs, keys.trusted, keys.revoked);
+      if (check.valid.length === 0 && check.revoked.length === 0) {
+        problems.push({
+          severity: 'warning',
+          object: id,
+          message: `${id}: none of its ${check.total} signature(s) verifies with a published key`,
+        });
+      }
+    } catch (e) {
+      if (!(e instanceof RegistryError)) throw e;
+      problems.push({ severity: 'error', object: id, message: e.message });
+    }
+  }
+
   const summaryBytes = await repo.blobs.read(SUMMARY_KEY);
+  const summarySig = await repo.blobs.read(SUMMARY_SIG_KEY);
+  if (summaryBytes && summarySig?.length) {
+    try {
+      const sigs = readSignatures(summarySig, 'summary.sig');
+      const check = await checkSignatures(summaryBytes, sigs, keys.trusted, keys.revoked);
+      if (anyKey.length && check.valid.length === 0 && check.revoked.length === 0) {
+        problems.push({
+          severity: 'warning',
+          message: 'summary.sig: no signature verifies over the summary with a published key (stale?)',
+        });
+      }
+    } catch (e) {
+      if (!(e instanceof RegistryError)) throw e;
+      problems.push({ severity: 'error', message: e.message });
+    }
+  }
   if (!summaryBytes) {
     // ostree pull falls back to refs/heads without a summary, and `ostree commit` writes none, so
     // its absence is worth a note, not a failure; our next ref move writes one.

@@ -15,6 +15,10 @@
  *       │                               kept forever: made from immutable objects, never stale)
  *       ├── packs/<from>-<to>.pack      the update from one commit to another: closure(to) less
  *       │                               closure(from); both generated on first request or ref move
+ *       ├── keys/<type>-<hex>.json      public keys the registry signs with, published write-once
+ *       ├── keys/<type>-<hex>.revoked.json  a key's revocation (write-once; verification honours it)
+ *       ├── summary-sigs/<sha256>.sig   summary.sig of the summary with that sha256, write-once: the
+ *       │                               server serves the one matching the summary it serves
  *       ├── index.sqlite                derived index; `sysroot reindex` rebuilds it from the above
  *       └── lock                        held while a ref moves (filesystem store only)
  *
@@ -28,6 +32,8 @@ export const REFS_PREFIX = 'refs/heads/';
 export const REFLOG_PREFIX = 'sysroot/reflog/';
 export const INDEX_FILE = 'sysroot/index.sqlite';
 export const PACKS_PREFIX = 'sysroot/packs/';
+export const KEYS_PREFIX = 'sysroot/keys/';
+export const SUMMARY_SIGS_PREFIX = 'sysroot/summary-sigs/';
 
 export const ARCHIVE_CONFIG = '[core]\nrepo_version=1\nmode=archive-z2\n';
 
@@ -59,4 +65,9 @@ export function reflogKey(ref: string, seq: number): string {
 /** The pack of `to`'s closure, or of the update from `from` to `to` (src/repo/packs.ts). */
 export function packKey(to: string, from?: string): string {
   return from === undefined ? `${PACKS_PREFIX}${to}.pack` : `${PACKS_PREFIX}${from}-${to}.pack`;
+}
+
+/** The summary.sig made for the summary whose bytes hash to `summarySha256`. */
+export function summarySigKey(summarySha256: string): string {
+  return `${SUMMARY_SIGS_PREFIX}${summarySha256}.sig`;
 }

@@ -146,6 +146,10 @@ export class CommitPacks {
     const objects = this.repo.objects;
     const exclude = from === undefined ? undefined : await closureSets(objects, from);
     const body = new PassThrough();
+    // The store may not be reading `body` yet when we destroy it (FsBlobStore first picks a temp
+    // name): a destroyed stream with no 'error' listener would crash the process. The error is
+    // reported through `storing` and the throw below instead.
+    body.on('error', () => {});
     let aborting = false;
     let storeError: { error: unknown } | undefined;
     const storing = this.repo.blobs.createOnce(key, body);

@@ -5,11 +5,23 @@
  * Each record carries the sha256 of the previous record's bytes (`prev`), so an edit to any old
  * record breaks the chain and fsck notices. Creating record N+1 with a write-once put is also the
  * commit point of a ref move: two writers racing for the same N+1 cannot both succeed.
+ *
+ * A version 2 record is a version 1 record with `"version": 2` and, last, `signatures`: one
+ * `{key, sig}` per key the writer holds (the server's signing keys), `sig` the base64 signature of
+ * the record's *signed bytes* — its canonical line without the `signatures` member:
+ *
+ *   stored   {"version":2,"ref":…,…,"prev":"…","signatures":[{"key":"ed25519:…","sig":"…"}]}\n
+ *   signed   {"version":2,"ref":…,…,"prev":"…"}\n
+ *
+ * Since `prev` covers the previous record's stored bytes (signatures included), a valid signature
+ * on the newest record vouches for the whole history before it: that is what `sysroot log --verify`
+ * checks (verifyRefLog). Version 1 records (written without keys) stay valid and readable.
  */
 import { z } from 'zod';
 import { RegistryError } from '../errors.js';
 import type { Checksum } from '../objects/index.js';
 import { sha256 } from '../objects/index.js';
+import type { SigningKey, VerifyKey } from '../sign/keys.js';
 import type { BlobStore } from '../store/blob-store.js';
 import { reflogDir, reflogKey } from './layout.js';
 
@@ -17,35 +29,44 @@ export const REFLOG_ACTIONS = ['commit', 'push', 'reset'] as const;
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
 
-export const RefLogRecordSchema = z
-  .object({
-    version: z.literal(1),
-    ref: z.string(),
-    seq: z.number().int().positive(),
-    /** The head before the move; null when the ref was created. */
-    from: hex64.nullable(),
-    to: hex64,
-    /** ISO 8601, UTC. */
-    time: z.string(),
-    actor: z.string(),
-    action: z.enum(REFLOG_ACTIONS),
-    reason: z.string(),
-    /** sha256 of the previous record's file bytes; null for seq 1. */
-    prev: hex64.nullable(),
-  })
+const recordFields = {
+  ref: z.string(),
+  seq: z.number().int().positive(),
+  /** The head before the move; null when the ref was created. */
+  from: hex64.nullable(),
+  to: hex64,
+  /** ISO 8601, UTC. */
+  time: z.string(),
+  actor: z.string(),
+  action: z.enum(REFLOG_ACTIONS),
+  reason: z.string(),
+  /** sha256 of the previous record's file bytes; null for seq 1. */
+  prev: hex64.nullable(),
+};
+
+const SignatureSchema = z
+  .object({ key: z.string(), sig: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/) })
   .strict();
 
+export const RefLogRecordSchema = z.discriminatedUnion('version', [
+  z.object({ version: z.literal(1), ...recordFields }).strict(),
+  z.object({ version: z.literal(2), ...recordFields, signatures: z.array(SignatureSchema).min(1) }).strict(),
+]);
+
+export type RecordSignature = z.infer<typeof SignatureSchema>;
 export type RefLogRecord = z.infer<typeof RefLogRecordSchema>;
 
 export interface StoredRecord {
   record: RefLogRecord;
   /** sha256 of the record's bytes, which the next record's `prev` must equal. */
   hash: Checksum;
+  /** The bytes as stored (what `sysroot log --export` prints). */
+  bytes: Buffer;
 }
 
-/** Canonical bytes: keys in schema order, one line, trailing newline. */
-export function encodeRecord(r: RefLogRecord): Buffer {
-  const ordered: RefLogRecord = {
+/** The record's members in schema order, without `signatures`. */
+function ordered(r: RefLogRecord): Record<string, unknown> {
+  return {
     version: r.version,
     ref: r.ref,
     seq: r.seq,
@@ -57,7 +78,29 @@ export function encodeRecord(r: RefLogRecord): Buffer {
     reason: r.reason,
     prev: r.prev,
   };
-  return Buffer.from(`${JSON.stringify(ordered)}\n`);
+}
+
+/** Canonical bytes: keys in schema order, one line, trailing newline. */
+export function encodeRecord(r: RefLogRecord): Buffer {
+  const o = ordered(r);
+  if (r.version === 2) o.signatures = r.signatures.map((x) => ({ key: x.key, sig: x.sig }));
+  return Buffer.from(`${JSON.stringify(o)}\n`);
+}
+
+/** What a version 2 record's signatures sign: its canonical line without `signatures`. */
+export function signedBytes(r: RefLogRecord): Buffer {
+  return Buffer.from(`${JSON.stringify(ordered(r))}\n`);
+}
+
+/** `r` signed by every key (a version 2 record), or `r` as a version 1 record without keys. */
+export async function signRecord(r: RefLogRecord, keys: readonly SigningKey[]): Promise<RefLogRecord> {
+  const { signatures: _drop, ...fields } = r as RefLogRecord & { signatures?: unknown };
+  if (keys.length === 0) return { ...(fields as Omit<RefLogRecord, 'version'>), version: 1 };
+  const v2 = { ...(fields as Omit<RefLogRecord, 'version'>), version: 2 as const };
+  const data = signedBytes({ ...v2, signatures: [{ key: '', sig: '' }] });
+  const signatures: RecordSignature[] = [];
+  for (const k of keys) signatures.push({ key: k.id, sig: (await k.sign(data)).toString('base64') });
+  return { ...v2, signatures };
 }
 
 export function decodeRecord(bytes: Buffer, key: string): RefLogRecord {
@@ -99,7 +142,7 @@ export async function readLastRecord(blobs: BlobStore, ref: string): Promise<Sto
   const keys = await recordKeys(blobs, ref);
   const key = keys[keys.length - 1];
   const bytes = key === undefined ? undefined : await blobs.read(key);
-  return key && bytes ? { record: decodeRecord(bytes, key), hash: sha256(bytes) } : undefined;
+  return key && bytes ? { record: decodeRecord(bytes, key), hash: sha256(bytes), bytes } : undefined;
 }
 
 /** All records of a ref, oldest first. */
@@ -109,7 +152,7 @@ export async function readRefLog(blobs: BlobStore, ref: string): Promise<StoredR
   for (const key of keys) {
     const bytes = await blobs.read(key);
     if (!bytes) continue;
-    out.push({ record: decodeRecord(bytes, key), hash: sha256(bytes) });
+    out.push({ record: decodeRecord(bytes, key), hash: sha256(bytes), bytes });
   }
   return out;
 }
@@ -155,5 +198,116 @@ export function checkChain(ref: string, records: StoredRecord[]): string[] {
     if (r.from !== expectedFrom)
       problems.push(`${where}: from ${r.from}, but the ref was at ${expectedFrom}`);
   });
+  return problems;
+}
+
+export interface RefLogVerification {
+  /** Problems that make the history unproven: a broken chain, a bad or missing signature. */
+  problems: string[];
+  /** Records with a valid signature by a trusted key (revoked keys included). */
+  signed: number;
+  /** Keys whose valid signatures were found, with how many records each signed. */
+  keys: Record<string, number>;
+  /** Records vouched for only by the chain under a later signed record (v1, or revoked/unknown keys). */
+  covered: number;
+  /** Trusted, unrevoked keys with a valid signature on the newest record. */
+  head: string[];
+}
+
+/**
+ * Check a ref's history for proof that it was only ever appended to: the hash chain (checkChain),
+ * and signatures. Every signature naming a key we know must verify (one that does not is an edited
+ * record); the newest record must carry a valid signature by a trusted key that is not revoked,
+ * which through `prev` vouches for every record before it. With `requireSignedHead` false (fsck on
+ * a repository never signed) only the chain and the signatures present are checked.
+ */
+export async function verifyRefLog(
+  ref: string,
+  records: StoredRecord[],
+  trusted: readonly VerifyKey[],
+  revoked: readonly VerifyKey[],
+  opts: { requireSignedHead: boolean } = { requireSignedHead: true },
+): Promise<RefLogVerification> {
+  const problems = checkChain(ref, records);
+  const out: RefLogVerification = { problems, signed: 0, keys: {}, covered: 0, head: [] };
+  const byId = new Map<string, { key: VerifyKey; revoked: boolean }>();
+  for (const k of trusted) byId.set(k.id, { key: k, revoked: false });
+  for (const k of revoked) byId.set(k.id, { key: k, revoked: true });
+  let headOk = false;
+  let seenSigned = false;
+  for (const [i, { record: r }] of records.entries()) {
+    const where = `ref log ${ref} #${r.seq}`;
+    const isHead = i === records.length - 1;
+    if (r.version === 1) {
+      if (seenSigned) problems.push(`${where}: unsigned, after signed records`);
+      out.covered++;
+      continue;
+    }
+    seenSigned = true;
+    const data = signedBytes(r);
+    let good = false;
+    let goodUnrevoked = false;
+    for (const { key, sig } of r.signatures) {
+      const k = byId.get(key);
+      if (!k) continue;
+      if (await k.key.verify(data, Buffer.from(sig, 'base64'))) {
+        good = true;
+        if (!k.revoked) goodUnrevoked = true;
+        if (!k.revoked && isHead) out.head.push(key);
+        out.keys[key] = (out.keys[key] ?? 0) + 1;
+      } else {
+        problems.push(`${where}: the signature by ${key} does not verify (edited?)`);
+      }
+    }
+    if (good) out.signed++;
+    else out.covered++;
+    if (isHead) headOk = goodUnrevoked;
+    if (!good && isHead) {
+      problems.push(`${where}: signed only by unknown keys (${r.signatures.map((x) => x.key).join(', ')})`);
+    }
+  }
+  if (records.length === 0 && opts.requireSignedHead) problems.push(`ref log ${ref} is empty`);
+  const head = records[records.length - 1]?.record;
+  if (head && opts.requireSignedHead && !headOk) {
+    if (head.version === 1) problems.push(`ref log ${ref} #${head.seq}: the newest record is unsigned`);
+    else if (head.signatures.some((x) => byId.get(x.key)?.revoked))
+      problems.push(`ref log ${ref} #${head.seq}: the newest record is signed only by revoked keys`);
+    else if (!problems.some((p) => p.startsWith(`ref log ${ref} #${head.seq}:`)))
+      problems.push(`ref log ${ref} #${head.seq}: no valid signature by a trusted key`);
+  }
+  return out;
+}
+
+/** Records from an export (`sysroot log --export`: the stored bytes, one record per line). */
+export function parseExport(text: Buffer, what: string): StoredRecord[] {
+  const out: StoredRecord[] = [];
+  let at = 0;
+  while (at < text.length) {
+    const nl = text.indexOf(0x0a, at);
+    const end = nl < 0 ? text.length : nl + 1;
+    const bytes = text.subarray(at, end);
+    at = end;
+    if (bytes.toString('utf8').trim() === '') continue;
+    out.push({ record: decodeRecord(bytes, `${what} line ${out.length + 1}`), hash: sha256(bytes), bytes });
+  }
+  return out;
+}
+
+/** Problems if `earlier` (an older export of the same ref) is not a prefix of `records`. */
+export function checkAppendOnly(ref: string, earlier: StoredRecord[], records: StoredRecord[]): string[] {
+  const problems: string[] = [];
+  for (const [i, old] of earlier.entries()) {
+    const now = records[i];
+    if (!now) {
+      problems.push(
+        `ref log ${ref}: the earlier export has ${earlier.length} records, the log only ${records.length} (records lost)`,
+      );
+      break;
+    }
+    if (now.hash !== old.hash) {
+      problems.push(`ref log ${ref} #${old.record.seq}: differs from the earlier export (history rewritten)`);
+      break;
+    }
+  }
   return problems;
 }

@@ -19,20 +19,32 @@ import {
   type Checksum,
   type Commit,
   decodeCommit,
+  decodeCommitMeta,
   decodeSummary,
   encodeCommit,
+  encodeCommitMeta,
   encodeSummary,
   isChecksum,
   type Metadata,
   metadataGet,
   objectId,
   type SummaryRef,
+  sha256,
   variantToJson,
 } from '../objects/index.js';
+import type { SigningKey } from '../sign/keys.js';
+import {
+  encodeSignatures,
+  mergeSignatures,
+  signAll,
+  signatureCount,
+  signaturesOf,
+} from '../sign/signatures.js';
 import type { BlobStore } from '../store/blob-store.js';
 import { type ObjectRef, ObjectStore } from '../store/object-store.js';
 import { openBlobStore, parseRepoUrl } from '../store/open.js';
 import { type ClosureFacts, checkClosure, type LearntFacts, MemoryFacts } from './closure.js';
+import { publishKey } from './keys.js';
 import {
   ARCHIVE_CONFIG,
   CONFIG_KEY,
@@ -41,8 +53,17 @@ import {
   REFS_PREFIX,
   refKey,
   SUMMARY_KEY,
+  SUMMARY_SIG_KEY,
+  summarySigKey,
 } from './layout.js';
-import { appendRecord, listLoggedRefs, type RefLogRecord, readLastRecord, readRefLog } from './reflog.js';
+import {
+  appendRecord,
+  listLoggedRefs,
+  type RefLogRecord,
+  readLastRecord,
+  readRefLog,
+  signRecord,
+} from './reflog.js';
 import { assertRef, refsClash } from './refs.js';
 
 export interface CommitOptions {
@@ -63,6 +84,8 @@ export interface CommitOptions {
   reason?: string;
   /** Known from the import; computed from the tree when absent. */
   stats?: { totalSize: number; fileCount: number };
+  /** Detached metadata to store with the commit (signatures are added to it: storeCommit). */
+  detached?: Buffer;
 }
 
 export interface MoveRefOptions {
@@ -133,6 +156,8 @@ export class Repository {
   /** Dirtrees verified and stored by this process, oldest first (see RECENT_TREE_BYTES). */
   private readonly recentTrees = new Map<Checksum, Buffer>();
   private recentTreeBytes = 0;
+  /** Keys this process signs new commits, summaries and ref log records with (useSigningKeys). */
+  private signers: SigningKey[] = [];
 
   private constructor(
     readonly blobs: BlobStore,
@@ -191,6 +216,49 @@ export class Repository {
       );
     }
     return new Repository(blobs, indexPathFor(location));
+  }
+
+  /**
+   * Sign from now on with `keys`: every commit that first arrives here (local commit, push), every
+   * summary written and every ref log record appended. Their public keys are published in the
+   * repository (write-once, sysroot/keys/), so that fsck and `sysroot log --verify` find them.
+   */
+  async useSigningKeys(keys: readonly SigningKey[]): Promise<void> {
+    for (const k of keys) await publishKey(this.blobs, k);
+    this.signers = [...keys];
+  }
+
+  get signingKeys(): readonly SigningKey[] {
+    return this.signers;
+  }
+
+  /**
+   * Store a commit that arrives here for the first time, with its detached metadata: the pusher's
+   * (`detached`, signatures included) merged with this repository's own signatures. Objects are
+   * write-once, so the commitmeta is written before the commit and only when the commit is new: a
+   * commit stored earlier (before a key existed) keeps what it has, and anyone who sees the commit
+   * also sees its signatures. Returns whether the commit was created.
+   */
+  async storeCommit(bytes: Buffer, detached?: Buffer): Promise<{ checksum: Checksum; created: boolean }> {
+    const checksum = sha256(bytes);
+    const id = objectId(checksum, 'commit');
+    if (await this.objects.has(checksum, 'commit')) {
+      // Verifies that the stored copy is these bytes.
+      await this.objects.putMetadata('commit', bytes);
+      return { checksum, created: false };
+    }
+    decodeCommit(bytes, id);
+    const metaId = objectId(checksum, 'commitmeta');
+    const given = detached ? decodeCommitMeta(detached, metaId) : undefined;
+    if (given) signaturesOf(given, metaId);
+    const own = await signAll(this.signers, bytes);
+    if (signatureCount(own) > 0) {
+      await this.objects.putMetadata('commitmeta', encodeCommitMeta(mergeSignatures(given, own)), checksum);
+    } else if (detached) {
+      await this.objects.putMetadata('commitmeta', detached, checksum);
+    }
+    await this.objects.putMetadata('commit', bytes);
+    return { checksum, created: true };
   }
 
   /** The SQLite index, opened on first use; filled from the repository if it is new or stale. */
@@ -354,7 +422,7 @@ export class Repository {
         rootMeta: o.rootMeta,
       };
       const bytes = encodeCommit(commit);
-      const checksum = await this.objects.putMetadata('commit', bytes);
+      const { checksum } = await this.storeCommit(bytes, o.detached);
       try {
         await this.moveRef({
           ref: o.ref,
@@ -446,7 +514,7 @@ export class Repository {
           'build the new commit on top of the current head',
         );
       }
-      const rec: RefLogRecord = {
+      const unsigned: RefLogRecord = {
         version: 1,
         ref: o.ref,
         seq: last ? last.record.seq + 1 : 1,
@@ -458,6 +526,8 @@ export class Repository {
         reason: o.reason,
         prev: last ? last.hash : null,
       };
+      // Signed by every key this process holds (a version 2 record); unsigned without keys.
+      const rec = await signRecord(unsigned, this.signers);
       // The commit point: creating record N+1 is atomic (write-once), so of two writers racing for the
       // same N+1 — two processes, or two registry nodes on one bucket — exactly one succeeds.
       const { created } = await appendRecord(this.blobs, rec);
@@ -568,9 +638,35 @@ export class Repository {
     for (let attempt = 0; attempt < PUBLISH_ATTEMPTS; attempt++) {
       const st = await this.blobs.stat(SUMMARY_KEY);
       const bytes = await this.summaryBytes();
-      if (await this.blobs.replace(SUMMARY_KEY, bytes, { ifMatch: st ? st.etag : null })) return;
+      // The signature exists before the summary it signs, under the summary's hash: the server
+      // serves summary.sig from there (server/consistent-summary.ts), so the two always match.
+      const sig = await this.signSummary(bytes);
+      if (await this.blobs.replace(SUMMARY_KEY, bytes, { ifMatch: st ? st.etag : null })) {
+        await this.publishSummarySig(sig);
+        return;
+      }
     }
     throw new RegistryError('E_REF_CONFLICT', 'could not rewrite the summary: the refs keep changing');
+  }
+
+  /** summary.sig for `summary`, stored write-once by the summary's sha256; undefined without keys. */
+  private async signSummary(summary: Buffer): Promise<Buffer | undefined> {
+    const sigs = await signAll(this.signers, summary);
+    if (signatureCount(sigs) === 0) return undefined;
+    const sig = encodeSignatures(sigs);
+    await this.blobs.createOnce(summarySigKey(sha256(summary)), sig);
+    return sig;
+  }
+
+  /**
+   * The top-level summary.sig, for static web servers and ostree reading the directory: the new
+   * one, or, when this writer has no keys, an empty a{sv} over an old one (there is no delete, and a
+   * stale summary.sig would make clients keep their cached summary: ostree keys that cache on it).
+   */
+  private async publishSummarySig(sig: Buffer | undefined): Promise<void> {
+    if (sig) await this.blobs.replace(SUMMARY_SIG_KEY, sig);
+    else if ((await this.blobs.stat(SUMMARY_SIG_KEY))?.size)
+      await this.blobs.replace(SUMMARY_SIG_KEY, Buffer.alloc(0));
   }
 
   private async summaryBytes(): Promise<Buffer> {

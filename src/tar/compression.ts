@@ -69,8 +69,62 @@ function unwrap(e: unknown, format: Compression): unknown {
   return corrupt(format, e);
 }
 
+/**
+ * Compression bombs: past `floorBytes` of output, a compressed stream may expand at most `maxRatio`
+ * times the compressed bytes read so far, else E_LIMIT. A Debian sysroot expands ~3x (128 MB from
+ * 41.8 MB of zstd -3); gzip cannot exceed ~1032x, but zstd reaches ~32,000x (1 MB of input makes
+ * 32 GB of zeros), which hashing and deflating would take many minutes to wade through. 100x past
+ * the first 64 MiB refuses such a bomb within 64 MiB of output, in well under a second, with nothing
+ * written but the objects of its first members (write-once, harmless). A tree that really is mostly
+ * zeros (disk images) can raise or drop the limit (`sysroot commit --max-expansion`).
+ */
+export interface ExpansionLimit {
+  /** 0: no limit. */
+  maxRatio: number;
+  floorBytes: number;
+}
+
+export const DEFAULT_EXPANSION: ExpansionLimit = { maxRatio: 100, floorBytes: 64 * 1024 * 1024 };
+
+/** Counts what `chunks` hand on (the compressed side) into `count.in`. */
+async function* countIn(chunks: AsyncGenerator<Buffer>, count: { in: number }): AsyncGenerator<Buffer> {
+  for await (const c of chunks) {
+    count.in += c.length;
+    yield c;
+  }
+}
+
+/** The decompressed side, checked against the limit after every chunk. */
+async function* limited(
+  out: AsyncGenerator<Buffer>,
+  count: { in: number },
+  limit: ExpansionLimit,
+  format: Compression,
+): AsyncGenerator<Buffer> {
+  let produced = 0;
+  for await (const c of out) {
+    produced += c.length;
+    if (limit.maxRatio > 0 && produced > limit.floorBytes && produced > limit.maxRatio * count.in) {
+      throw new RegistryError(
+        'E_LIMIT',
+        `the ${format} stream expands more than ${limit.maxRatio}x (${produced} bytes from ${count.in}): ` +
+          'refused as a compression bomb',
+        {
+          expected: `<= ${limit.maxRatio}x past ${limit.floorBytes} bytes`,
+          found: `${produced} from ${count.in} bytes`,
+        },
+        'if the tree really is mostly zeros, raise the limit with --max-expansion RATIO (0: none)',
+      );
+    }
+    yield c;
+  }
+}
+
 /** Sniffs the first bytes and decompresses gzip or zstd; anything else passes through untouched. */
-export async function* decompressStream(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+export async function* decompressStream(
+  source: AsyncIterable<Buffer>,
+  limit: ExpansionLimit = DEFAULT_EXPANSION,
+): AsyncGenerator<Buffer> {
   const it = (source as AsyncIterable<Buffer | Uint8Array>)[Symbol.asyncIterator]();
   const head: Buffer[] = [];
   let have = 0;
@@ -95,10 +149,11 @@ export async function* decompressStream(source: AsyncIterable<Buffer>): AsyncGen
     return;
   }
   const chunks = guarded(head, it);
+  const count = { in: 0 };
   try {
     if (format === 'none') yield* chunks;
-    else if (format === 'gzip') yield* gunzip(chunks);
-    else yield* unzstd(chunks);
+    else if (format === 'gzip') yield* limited(gunzip(countIn(chunks, count)), count, limit, format);
+    else yield* limited(unzstd(countIn(chunks, count)), count, limit, format);
   } catch (e) {
     throw unwrap(e, format);
   }

@@ -4,7 +4,8 @@
  *
  * - The token travels only in the `Authorization: Bearer` header. It is never part of a URL, a
  *   message or an error's details, because errors end up in CI logs.
- * - Connection errors, timeouts and 5xx answers are retried with exponential backoff and jitter
+ * - Connection errors, timeouts and 5xx answers (but a 500 E_CORRUPT_OBJECT: the server's own copy is
+ *   damaged, and stays so) are retried with exponential backoff and jitter
  *   (5 tries, 200 ms doubling to at most 3 s: ~3 s of waiting in all), which rides out a server
  *   restart or a load balancer hiccup without hiding a server that is really down.
  * - A JSON error body (`{"error": {code, message, details}}`) becomes the same RegistryError the
@@ -131,6 +132,7 @@ function codeForStatus(status: number): ErrorCode {
   if (status === 401) return 'E_UNAUTHORIZED';
   if (status === 403) return 'E_FORBIDDEN';
   if (status === 404 || status === 410) return 'E_NOT_FOUND';
+  if (status === 408) return 'E_TIMEOUT';
   if (status === 409) return 'E_REF_CONFLICT';
   if (status === 413) return 'E_LIMIT';
   if (status === 422) return 'E_OBJECT_MISSING';
@@ -300,8 +302,15 @@ export class RegistryClient {
       if (res.status >= 300) {
         const text = await readText(res, idle, 64 * 1024).catch(() => '');
         const err = registryErrorFromBody(res.status, res.statusText, text, spec.what);
-        // 501 and 507 (a full disk: it does not empty itself in the ~3 s of retries) are final.
-        if (res.status >= RETRY_STATUS_MIN && res.status !== 501 && res.status !== 507) {
+        // A server that found its own stored copy corrupt (500 E_CORRUPT_OBJECT) finds it corrupt
+        // again on a retry: it is answered at once, naming the object. 501, and 507 (a full disk: it
+        // does not empty itself in the ~3 s of retries) are final too.
+        if (
+          res.status >= RETRY_STATUS_MIN &&
+          res.status !== 501 &&
+          res.status !== 507 &&
+          err.code !== 'E_CORRUPT_OBJECT'
+        ) {
           const ra = Number(res.headers.get('retry-after'));
           throw new TransientError(
             `HTTP ${res.status}`,
@@ -378,6 +387,24 @@ export class RegistryClient {
       }
       return parsed.data;
     });
+  }
+
+  /** GET /api/v1/keys: the keys the server publishes (for discovery only: trust is pinned by the user). */
+  async keys(): Promise<unknown[]> {
+    const r = await this.api<{ keys?: unknown }>('GET', 'keys');
+    if (!Array.isArray(r.keys))
+      throw new RegistryError('E_IO', 'GET /api/v1/keys: the answer has no key list');
+    return r.keys;
+  }
+
+  /** The ref log's records as stored (JSON lines, oldest first): GET /api/v1/log/{ref}?format=jsonl. */
+  async rawLog(ref: string): Promise<Buffer> {
+    assertRef(ref);
+    const path = `log/${ref}?format=jsonl`;
+    return this.request(
+      { method: 'GET', url: this.apiUrl(path), what: `GET /api/v1/${path}` },
+      (res, touch) => readBody(res, { touch }, 256 * 1024 * 1024, `GET /api/v1/${path}`),
+    );
   }
 
   /** Which of `objects` the server lacks. One request; the caller batches (the server takes ≤ 100,000). */

@@ -22,6 +22,12 @@
  * pack that no longer reads back (bad `.idx`, a frame failing zstd's checksum) is evicted and the
  * pull fetched again, once.
  *
+ * Signatures (docs/signing.md): with `trust`, the commit's signatures are checked before anything is
+ * fetched or written: its `.commit` and `.commitmeta` (two small GETs under /repo/, ~1 KB) must
+ * carry a valid signature by a trusted, unrevoked key, else E_SIGNATURE and DEST stays absent. The
+ * pack that follows must start with a commit hashing to the same checksum, so the tree checked out
+ * is the one that was signed.
+ *
  * A no-op: when DEST is a checkout this cache made of exactly the commit asked for (same directory
  * inode, root mtime still 0), nothing is fetched or written (pack-cache.ts records checkouts).
  */
@@ -33,6 +39,7 @@ import { assertChecksum, type Checksum, decodeCommit, isChecksum, objectId } fro
 import { KIND } from '../pack/format.js';
 import type { PackEvent } from '../pack/index.js';
 import { assertRef } from '../repo/refs.js';
+import { type TrustedKeys, verifyCommit } from '../sign/verify.js';
 import { type ClientOptions, RegistryClient } from './client.js';
 import { type CommitEntry, PackCache, type PackTemp } from './pack-cache.js';
 import type { IncomingPack } from './pack-source.js';
@@ -44,6 +51,12 @@ export interface PullOptions extends ClientOptions {
   progress?: Progress;
   /** Messages for the user (stderr in the CLI). */
   onNote?: (line: string) => void;
+  /**
+   * Verify the commit's signatures against these keys before fetching it: always when the pull
+   * follows a ref, and for a pin (REF@SHA, SHA) when `verifyPinned` (a pin is verified by its hash).
+   */
+  trust?: TrustedKeys;
+  verifyPinned?: boolean;
 }
 
 export interface PullResult {
@@ -62,6 +75,8 @@ export interface PullResult {
   ownershipApplied: boolean;
   /** True when DEST already was a checkout of the commit by this cache: nothing was written. */
   noop?: boolean;
+  /** Ids of the trusted keys whose signature verified; absent when signatures were not checked. */
+  signedBy?: string[];
 }
 
 export interface PullSpec {
@@ -149,6 +164,35 @@ async function resolveCommit(client: RegistryClient, spec: PullSpec): Promise<Ch
     });
   }
   return head;
+}
+
+/**
+ * The commit's signatures against `trust`, from its .commit (re-hashed: it must be the commit asked
+ * for) and .commitmeta (none: unsigned). Returns the ids of the keys that signed.
+ */
+async function verifySignatures(
+  client: RegistryClient,
+  commit: Checksum,
+  ref: string | null,
+  trust: TrustedKeys,
+): Promise<string[]> {
+  const { MAX_METADATA_SIZE, readBody } = await import('./client.js');
+  const get = (type: 'commit' | 'commitmeta') =>
+    client.fetchObject(commit, type, (res, touch) =>
+      readBody(res, { touch }, MAX_METADATA_SIZE, `${commit}.${type}`),
+    );
+  const bytes = await get('commit');
+  let meta: Buffer | undefined;
+  try {
+    meta = await get('commitmeta');
+  } catch (e) {
+    if (!isRegistryError(e, 'E_OBJECT_MISSING')) throw e;
+  }
+  try {
+    return (await verifyCommit(commit, bytes, meta, trust, { ref, url: client.base })).valid;
+  } catch (e) {
+    throw fromServer(e, client.base);
+  }
 }
 
 /** `packs/{from}..{to}` (an update from a cached commit) or `packs/{to}` (the whole closure). */
@@ -335,9 +379,13 @@ export async function pull(
   const cache = await PackCache.open(opts.cacheDir);
   const present = await precheckDest(target, cache);
   const commit = await resolveCommit(client, parsed);
+  const mustVerify = opts.trust !== undefined && (parsed.pin === null || opts.verifyPinned === true);
+  const signedBy = mustVerify ? await verifySignatures(client, commit, parsed.ref, opts.trust!) : undefined;
+  const signed = signedBy ? { signedBy } : {};
   if (present !== undefined) {
     if (present !== commit) throw destNotEmpty(target);
     return {
+      ...signed,
       commit,
       ref: parsed.ref,
       dest: target,
@@ -357,7 +405,7 @@ export async function pull(
     // editing files): it is evicted and the pull runs again, once.
     for (let round = 0; ; round++) {
       try {
-        return await pullOnce(client, cache, parsed, commit, target, progress);
+        return { ...(await pullOnce(client, cache, parsed, commit, target, progress)), ...signed };
       } catch (e) {
         const bad = isRegistryError(e, 'E_BAD_PACK') ? e.details.pack : undefined;
         if (round > 0 || typeof bad !== 'string' || !isChecksum(bad)) throw e;

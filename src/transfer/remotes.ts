@@ -1,8 +1,10 @@
 /**
  * Named registry URLs (`sysroot remote add NAME URL`), kept in
  * `${XDG_CONFIG_HOME:-~/.config}/sysroot-registry/remotes.json` ($SYSROOT_CONFIG_DIR overrides the
- * directory). Only URLs are stored: tokens stay in $SYSROOT_TOKEN or a secret store, never in a file
- * that gets copied between machines.
+ * directory). URLs and public keys are stored: tokens stay in $SYSROOT_TOKEN or a secret store,
+ * never in a file that gets copied between machines. A remote's `verifyKeys` (public keys, as text:
+ * ed25519 base64 or an armored OpenPGP key) are the keys a pull that follows a ref must find a
+ * signature by; `revokedKeys` are refused (docs/signing.md).
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
@@ -24,14 +26,25 @@ export function remotesFile(env: NodeJS.ProcessEnv = process.env): string {
 
 const NAME = /^[A-Za-z0-9_][-._A-Za-z0-9]{0,63}$/;
 
+const RemoteSchema = z.object({
+  url: z.string(),
+  verifyKeys: z.array(z.string()).optional(),
+  revokedKeys: z.array(z.string()).optional(),
+});
+
 const RemotesSchema = z.object({
   version: z.literal(1),
-  remotes: z.record(z.string(), z.object({ url: z.string() })),
+  remotes: z.record(z.string(), RemoteSchema),
 });
+
+type RemoteEntry = z.infer<typeof RemoteSchema>;
 
 export interface Remote {
   name: string;
   url: string;
+  /** Public keys (text) a followed ref must be signed by. */
+  verifyKeys?: string[];
+  revokedKeys?: string[];
 }
 
 export function assertRemoteName(name: string): string {
@@ -46,7 +59,7 @@ export function assertRemoteName(name: string): string {
   return name;
 }
 
-async function load(file: string): Promise<Map<string, string>> {
+async function load(file: string): Promise<Map<string, RemoteEntry>> {
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -69,23 +82,31 @@ async function load(file: string): Promise<Map<string, string>> {
       'fix or remove the file',
     );
   }
-  return new Map(Object.entries(r.data.remotes).map(([k, v]) => [k, v.url]));
+  return new Map(Object.entries(r.data.remotes));
 }
 
 export async function listRemotes(file: string = remotesFile()): Promise<Remote[]> {
   const m = await load(file);
-  return [...m].map(([name, url]) => ({ name, url })).sort((a, b) => (a.name < b.name ? -1 : 1));
+  return [...m].map(([name, e]) => ({ name, ...e })).sort((a, b) => (a.name < b.name ? -1 : 1));
 }
 
 /** Add or replace a remote. The file is replaced atomically (temp + rename). */
-export async function addRemote(name: string, url: string, file: string = remotesFile()): Promise<Remote> {
+export async function addRemote(
+  name: string,
+  url: string,
+  file: string = remotesFile(),
+  keys: { verifyKeys?: string[]; revokedKeys?: string[] } = {},
+): Promise<Remote> {
   assertRemoteName(name);
   const base = parseBaseUrl(url);
   const m = await load(file);
-  m.set(name, base);
+  const entry: RemoteEntry = { url: base };
+  if (keys.verifyKeys?.length) entry.verifyKeys = keys.verifyKeys;
+  if (keys.revokedKeys?.length) entry.revokedKeys = keys.revokedKeys;
+  m.set(name, entry);
   const body = {
     version: 1,
-    remotes: Object.fromEntries([...m].sort(([a], [b]) => (a < b ? -1 : 1)).map(([k, v]) => [k, { url: v }])),
+    remotes: Object.fromEntries([...m].sort(([a], [b]) => (a < b ? -1 : 1))),
   };
   const dir = resolve(file, '..');
   const tmp = join(dir, `.remotes.json.${process.pid}.${randomBytes(4).toString('hex')}`);
@@ -97,14 +118,14 @@ export async function addRemote(name: string, url: string, file: string = remote
     await unlink(tmp).catch(() => {});
     throw new RegistryError('E_IO', `cannot write ${file}: ${(e as Error).message}`, { path: file });
   }
-  return { name, url: base };
+  return { name, ...entry };
 }
 
-/** The URL of a named remote; E_USAGE with the known names as a hint if there is none. */
-export async function resolveRemote(name: string, file: string = remotesFile()): Promise<string> {
+/** A named remote; E_USAGE with the known names as a hint if there is none. */
+export async function lookupRemote(name: string, file: string = remotesFile()): Promise<Remote> {
   const m = await load(file);
-  const url = m.get(name);
-  if (url) return url;
+  const e = m.get(name);
+  if (e) return { name, ...e };
   const known = [...m.keys()].sort();
   throw new RegistryError(
     'E_USAGE',
@@ -114,6 +135,11 @@ export async function resolveRemote(name: string, file: string = remotesFile()):
       ? `known remotes: ${known.join(', ')}; or add it with: sysroot remote add ${name} URL`
       : `add it with: sysroot remote add ${name} URL (or pass --url URL)`,
   );
+}
+
+/** The URL of a named remote. */
+export async function resolveRemote(name: string, file: string = remotesFile()): Promise<string> {
+  return (await lookupRemote(name, file)).url;
 }
 
 /**

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect } from 'vitest';
 import { checkRepo, countObjects, packLines, spawnCli } from './crash.js';
-import type { ServeProcess } from './serve-process.js';
+import type { ServeProcess } from './killable-serve.js';
 
 export interface PushTiming {
   /** A whole push, spawn to exit (ms). */

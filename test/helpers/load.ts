@@ -21,8 +21,8 @@ import { TokenStore } from '../../src/auth/tokens.js';
 import type { Checksum } from '../../src/objects/index.js';
 import { Repository } from '../../src/repo/repository.js';
 import { makeTree, mutateTree, percentile, seededRandom, spawnCli } from './crash.js';
+import { startServe } from './killable-serve.js';
 import { tempDir } from './repo.js';
-import { startServe } from './serve-process.js';
 
 const PULLER = fileURLToPath(new URL('./load-puller.mjs', import.meta.url));
 /** Puller processes: the clients' own hashing spread over them, as over separate machines. */

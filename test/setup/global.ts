@@ -1,4 +1,7 @@
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hasOstree } from '../helpers/ostree.js';
 
@@ -11,8 +14,9 @@ const installScript = fileURLToPath(new URL('../../scripts/install-test-deps.sh'
  * without ostree must fail the run, never skip those tests. When ostree is already installed this
  * costs one `ostree --version` (~10 ms) and never touches apt.
  */
-export default async function setup(): Promise<void> {
-  if (hasOstree()) return;
+export default async function setup(): Promise<() => void> {
+  const teardown = runTempDir();
+  if (hasOstree()) return teardown;
 
   let installNote = 'Not running as root, so nothing was installed.';
   if (process.getuid?.() === 0) {
@@ -33,4 +37,20 @@ export default async function setup(): Promise<void> {
         'These tests are never skipped: they are what proves our output matches OSTree byte for byte.',
     );
   }
+  return teardown;
+}
+
+/**
+ * One temp directory for the whole run, as TMPDIR of every test worker and every process they start
+ * (os.tmpdir(), mktemp, scripts/s3-server.sh), removed at the end. Tests make hundreds of temp trees
+ * (a run made ~600, some holding a sysroot) and rarely remove them; this way nothing outlives the run.
+ * SYSROOT_KEEP_TEST_TMP=1 keeps it for a post-mortem.
+ */
+function runTempDir(): () => void {
+  const dir = mkdtempSync(join(tmpdir(), 'sysroot-run-'));
+  process.env.TMPDIR = dir;
+  return () => {
+    if (process.env.SYSROOT_KEEP_TEST_TMP === '1') console.error(`test temp files kept in ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
+  };
 }

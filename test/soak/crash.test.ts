@@ -21,8 +21,8 @@ import {
   timeOnePush,
   timePush,
 } from '../helpers/kill-loop.js';
+import { type ServeProcess, startServe, stopAllServers } from '../helpers/killable-serve.js';
 import { tempDir } from '../helpers/repo.js';
-import { type ServeProcess, startServe, stopAllServers } from '../helpers/serve-process.js';
 import { ensureSysroot } from '../helpers/sysroot-fixture.js';
 
 const CYCLES = Number(process.env.CRASH_SOAK_CYCLES ?? 8);

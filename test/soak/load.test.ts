@@ -4,8 +4,8 @@
  * errors; the figures (p50/p99 object latency, pulls completed) go to docs/reliability.md.
  */
 import { describe, expect, it } from 'vitest';
+import { stopAllServers } from '../helpers/killable-serve.js';
 import { runLoad } from '../helpers/load.js';
-import { stopAllServers } from '../helpers/serve-process.js';
 
 const SECONDS = Number(process.env.LOAD_SECONDS ?? 60);
 
