@@ -299,11 +299,11 @@ export class Repository {
     }
     this.stored.push({ checksum: o.checksum, type: o.type, size: o.size ?? null });
     if (this.stored.length < STORED_BATCH) return;
-    // Derived data: if the index cannot be written, the closure check asks the store instead.
-    this.index().then(
-      (db) => this.flushStored(db),
-      () => {},
-    );
+    // Derived data: if the index cannot be opened or written (a full disk), the closure check asks
+    // the store instead. Both failures are caught: this promise has no one waiting on it.
+    this.index()
+      .then((db) => this.flushStored(db))
+      .catch(() => {});
   }
 
   private flushStored(db: IndexDb): void {
