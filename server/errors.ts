@@ -20,6 +20,10 @@ const STATUS: Partial<Record<ErrorCode, ContentfulStatusCode>> = {
   E_SIGNATURE: 400,
   E_BAD_NAME: 400,
   E_BAD_ARCHIVE: 400,
+  // Raised on input trees; mapped all the same, so that one reaching a route from a request is a
+  // 400 and not a 500 "bug" (the HTTP fuzzer found E_SPECIAL_FILE there once, now E_CORRUPT_OBJECT).
+  E_SPECIAL_FILE: 400,
+  E_UNSAFE_PATH: 400,
   E_UNAUTHORIZED: 401,
   E_FORBIDDEN: 403,
   E_NOT_FOUND: 404,

@@ -21,6 +21,7 @@ import {
   type FileMeta,
   filezHeader,
   parseContentHeader,
+  parseFilezHeader,
   sha256,
 } from '../src/objects/index.js';
 import { FrameCompressor } from '../src/pack/frames.js';
@@ -307,6 +308,28 @@ describe('parseContentHeader', () => {
     expect(() => parseContentHeader(bad, 'x.file')).toThrow(
       expect.objectContaining({ code: 'E_CORRUPT_OBJECT' }),
     );
+  });
+
+  it('a header that claims a socket, fifo or device is E_CORRUPT_OBJECT naming the object', () => {
+    // Found by the HTTP fuzzer: a pack upload whose .filez header said 0140644 (a socket) was a 500.
+    // Encoders refuse such a mode, so the header is built by hand: a regular file's, mode patched.
+    for (const mode of [0o140644, 0o010644, 0o020644, 0o060644]) {
+      for (const [parse, header] of [
+        [parseContentHeader, contentHashPrefix(FILE)],
+        [parseFilezHeader, filezHeader(FILE, 0)],
+      ] as const) {
+        const bytes = Buffer.from(header);
+        const at = bytes.indexOf(Buffer.from([0, 0, 0o201, 0o244])); // mode 0100644, big-endian
+        expect(at).toBeGreaterThan(0);
+        bytes.writeUInt32BE(mode, at);
+        expect(() => parse(bytes, 'x.file')).toThrow(
+          expect.objectContaining({
+            code: 'E_CORRUPT_OBJECT',
+            details: expect.objectContaining({ object: 'x.file', found: `0${mode.toString(8)}` }),
+          }),
+        );
+      }
+    }
   });
 });
 

@@ -164,7 +164,20 @@ function metaFromFields(fields: unknown[], id: string): FileMeta {
   if (rdev !== 0 || !isCanonicalXattrs(meta.xattrs)) {
     throw new RegistryError('E_CORRUPT_OBJECT', `${id}: non-canonical file header`, { object: id });
   }
-  checkMeta(meta);
+  try {
+    checkMeta(meta);
+  } catch (e) {
+    // A stored or uploaded header that claims a socket, fifo or device is a damaged object (OSTree
+    // content objects hold only regular files and symlinks), not an input tree's special file.
+    const found = `0${meta.mode.toString(8)}`;
+    throw new RegistryError(
+      'E_CORRUPT_OBJECT',
+      `${id}: header mode ${found} is not a regular file or symlink`,
+      { object: id, found, expected: 'a regular file (0100xxx) or a symlink (0120777)' },
+      undefined,
+      e,
+    );
+  }
   return meta;
 }
 
