@@ -4,8 +4,8 @@
  * errors.ts.
  */
 import { Hono } from 'hono';
-import { z } from 'zod';
 import { RegistryError } from '../src/errors.js';
+import { zod } from '../src/lazy-zod.js';
 import {
   assertChecksum,
   type Checksum,
@@ -31,6 +31,8 @@ import { jsonResponse } from './errors.js';
 import { readJson } from './json-body.js';
 import { OPENAPI } from './openapi.js';
 import { receiveObject, type UploadLimits } from './upload.js';
+
+const z = zod();
 
 export interface ApiLimits extends UploadLimits {
   /** Largest JSON body; a missing-objects batch of 100,000 entries is ~9 MB. */

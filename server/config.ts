@@ -3,9 +3,11 @@
  * and validated with zod as a whole (docs/configuration.md lists every key).
  */
 import { readFile } from 'node:fs/promises';
-import { z } from 'zod';
 import { errnoCode, RegistryError } from '../src/errors.js';
+import { zod } from '../src/lazy-zod.js';
 import { DEFAULT_UPLOAD_LIMITS } from './upload.js';
+
+const z = zod();
 
 export interface ServerConfig {
   repo: string;

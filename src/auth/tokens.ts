@@ -13,12 +13,15 @@
  * longest a token revoked on another node (or with the CLI) keeps working here.
  */
 import { timingSafeEqual } from 'node:crypto';
-import { z } from 'zod';
+import type { z as Z } from 'zod';
 import { RegistryError } from '../errors.js';
+import { zod } from '../lazy-zod.js';
 import type { BlobStore } from '../store/blob-store.js';
 import { LastUsedDb } from './last-used.js';
 import { formatScope, parseScope } from './scopes.js';
 import { formatToken, hashSecret, isTokenId, newSecret, newTokenId, parseToken } from './token-string.js';
+
+const z = zod();
 
 export const TOKENS_PREFIX = 'sysroot/tokens/';
 /** Node-local (see Repository.nodeLocalPath): sysroot/tokens.sqlite in a directory repository. */
@@ -36,7 +39,7 @@ const TokenRecordSchema = z.object({
   hash: z.string().regex(/^[0-9a-f]{64}$/),
 });
 
-export type TokenRecord = z.infer<typeof TokenRecordSchema>;
+export type TokenRecord = Z.infer<typeof TokenRecordSchema>;
 
 /** Who made a request: what the server needs to authorise it and to name it in the ref log. */
 export interface Principal {

@@ -11,11 +11,14 @@
  * discovery and for checks at rest (fsck); a builder pins the keys it trusts itself (a
  * `--verify-key`, or the keys of a remote) and gets them out of band (docs/signing.md).
  */
-import { z } from 'zod';
+import type { z as Z } from 'zod';
 import { RegistryError } from '../errors.js';
+import { zod } from '../lazy-zod.js';
 import { keyFileName, type PublicKeyInfo, type VerifyKey, verifyKeyOf } from '../sign/keys.js';
 import type { BlobStore } from '../store/blob-store.js';
 import { KEYS_PREFIX } from './layout.js';
+
+const z = zod();
 
 const PublishedSchema = z
   .object({
@@ -32,8 +35,8 @@ const RevokedSchema = z
   .object({ version: z.literal(1), id: z.string(), revoked: z.string(), reason: z.string() })
   .strict();
 
-export type PublishedKey = z.infer<typeof PublishedSchema>;
-export type Revocation = z.infer<typeof RevokedSchema>;
+export type PublishedKey = Z.infer<typeof PublishedSchema>;
+export type Revocation = Z.infer<typeof RevokedSchema>;
 
 export interface RepoKeys {
   keys: PublishedKey[];
@@ -73,7 +76,7 @@ export async function revokeKey(blobs: BlobStore, id: string, reason: string): P
   );
 }
 
-function parse<T>(schema: z.ZodType<T>, bytes: Buffer, key: string): T {
+function parse<T>(schema: Z.ZodType<T>, bytes: Buffer, key: string): T {
   let value: unknown;
   try {
     value = JSON.parse(bytes.toString('utf8'));

@@ -17,8 +17,9 @@
  * on the newest record vouches for the whole history before it: that is what `sysroot log --verify`
  * checks (verifyRefLog). Version 1 records (written without keys) stay valid and readable.
  */
-import { z } from 'zod';
+import type { z } from 'zod';
 import { RegistryError } from '../errors.js';
+import { lazy } from '../lazy-zod.js';
 import type { Checksum } from '../objects/index.js';
 import { sha256 } from '../objects/index.js';
 import type { SigningKey, VerifyKey } from '../sign/keys.js';
@@ -27,34 +28,35 @@ import { reflogDir, reflogKey } from './layout.js';
 
 export const REFLOG_ACTIONS = ['commit', 'push', 'reset'] as const;
 
-const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+const schemas = lazy((z) => {
+  const hex64 = z.string().regex(/^[0-9a-f]{64}$/);
+  const recordFields = {
+    ref: z.string(),
+    seq: z.number().int().positive(),
+    /** The head before the move; null when the ref was created. */
+    from: hex64.nullable(),
+    to: hex64,
+    /** ISO 8601, UTC. */
+    time: z.string(),
+    actor: z.string(),
+    action: z.enum(REFLOG_ACTIONS),
+    reason: z.string(),
+    /** sha256 of the previous record's file bytes; null for seq 1. */
+    prev: hex64.nullable(),
+  };
+  const signature = z.object({ key: z.string(), sig: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/) }).strict();
+  const record = z.discriminatedUnion('version', [
+    z.object({ version: z.literal(1), ...recordFields }).strict(),
+    z.object({ version: z.literal(2), ...recordFields, signatures: z.array(signature).min(1) }).strict(),
+  ]);
+  return { signature, record };
+});
 
-const recordFields = {
-  ref: z.string(),
-  seq: z.number().int().positive(),
-  /** The head before the move; null when the ref was created. */
-  from: hex64.nullable(),
-  to: hex64,
-  /** ISO 8601, UTC. */
-  time: z.string(),
-  actor: z.string(),
-  action: z.enum(REFLOG_ACTIONS),
-  reason: z.string(),
-  /** sha256 of the previous record's file bytes; null for seq 1. */
-  prev: hex64.nullable(),
-};
+/** The schema of a ref log record (versions 1 and 2). */
+export const refLogRecordSchema = () => schemas().record;
 
-const SignatureSchema = z
-  .object({ key: z.string(), sig: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/) })
-  .strict();
-
-export const RefLogRecordSchema = z.discriminatedUnion('version', [
-  z.object({ version: z.literal(1), ...recordFields }).strict(),
-  z.object({ version: z.literal(2), ...recordFields, signatures: z.array(SignatureSchema).min(1) }).strict(),
-]);
-
-export type RecordSignature = z.infer<typeof SignatureSchema>;
-export type RefLogRecord = z.infer<typeof RefLogRecordSchema>;
+export type RecordSignature = z.infer<ReturnType<typeof schemas>['signature']>;
+export type RefLogRecord = z.infer<ReturnType<typeof schemas>['record']>;
 
 export interface StoredRecord {
   record: RefLogRecord;
@@ -110,7 +112,7 @@ export function decodeRecord(bytes: Buffer, key: string): RefLogRecord {
   } catch {
     throw new RegistryError('E_CORRUPT_OBJECT', `ref log record ${key} is not JSON`, { path: key });
   }
-  const r = RefLogRecordSchema.safeParse(parsed);
+  const r = refLogRecordSchema().safeParse(parsed);
   if (!r.success) {
     throw new RegistryError(
       'E_CORRUPT_OBJECT',

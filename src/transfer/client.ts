@@ -14,7 +14,7 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ERROR_CODES, type ErrorCode, type ErrorDetails, RegistryError } from '../errors.js';
 import { type Checksum, type ObjectType, objectId, objectPath } from '../objects/index.js';
-import { type RefLogRecord, RefLogRecordSchema } from '../repo/reflog.js';
+import { type RefLogRecord, refLogRecordSchema } from '../repo/reflog.js';
 import { assertRef } from '../repo/refs.js';
 import type { ObjectRef } from '../store/object-store.js';
 
@@ -378,7 +378,7 @@ export class RegistryClient {
         string,
         unknown
       >;
-      const parsed = RefLogRecordSchema.safeParse(rest);
+      const parsed = refLogRecordSchema().safeParse(rest);
       if (!parsed.success) {
         throw new RegistryError('E_IO', `GET /api/v1/log/${ref}: record ${i} is malformed`, {
           ref,

@@ -10,8 +10,9 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, unlink, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { errnoCode, RegistryError } from '../errors.js';
+import { lazy } from '../lazy-zod.js';
 import { parseBaseUrl } from './client.js';
 
 export function configDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -26,18 +27,21 @@ export function remotesFile(env: NodeJS.ProcessEnv = process.env): string {
 
 const NAME = /^[A-Za-z0-9_][-._A-Za-z0-9]{0,63}$/;
 
-const RemoteSchema = z.object({
-  url: z.string(),
-  verifyKeys: z.array(z.string()).optional(),
-  revokedKeys: z.array(z.string()).optional(),
-});
+const remotesSchema = lazy((z) =>
+  z.object({
+    version: z.literal(1),
+    remotes: z.record(
+      z.string(),
+      z.object({
+        url: z.string(),
+        verifyKeys: z.array(z.string()).optional(),
+        revokedKeys: z.array(z.string()).optional(),
+      }),
+    ),
+  }),
+);
 
-const RemotesSchema = z.object({
-  version: z.literal(1),
-  remotes: z.record(z.string(), RemoteSchema),
-});
-
-type RemoteEntry = z.infer<typeof RemoteSchema>;
+type RemoteEntry = z.infer<ReturnType<typeof remotesSchema>>['remotes'][string];
 
 export interface Remote {
   name: string;
@@ -73,7 +77,7 @@ async function load(file: string): Promise<Map<string, RemoteEntry>> {
   } catch {
     throw new RegistryError('E_USAGE', `${file} is not JSON`, { path: file }, 'fix or remove the file');
   }
-  const r = RemotesSchema.safeParse(parsed);
+  const r = remotesSchema().safeParse(parsed);
   if (!r.success) {
     throw new RegistryError(
       'E_USAGE',
