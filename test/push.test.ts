@@ -1,6 +1,6 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -8,6 +8,7 @@ import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { deflateRawSync } from 'node:zlib';
 import { type ServerType, serve } from '@hono/node-server';
+import { setAttributeSync } from '@napi-rs/xattr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../server/app.js';
 import { TokenStore } from '../src/auth/tokens.js';
@@ -155,6 +156,42 @@ describe('push', () => {
 
     const report = await fsck(reg.repo);
     expect(report.problems ?? []).toEqual([]);
+  });
+
+  it('pass 2 deflates what pass 1 hashed: big files alone, many batches, xattrs, modes, symlinks, hard links', async () => {
+    // The push keeps a small record per file between its passes and makes each .filez header again
+    // from the content header (push-source.ts); the server re-hashes every .filez it receives, and
+    // the commit must be the one a local `sysroot commit` makes of the same tree.
+    const src = tempDir('push-mixed-');
+    mkdirSync(join(src, 'bin'));
+    mkdirSync(join(src, 'lib'));
+    writeFileSync(join(src, 'lib/big-1.bin'), randomBytes(5 * 1024 * 1024)); // > BIG (4 MiB): spooled
+    writeFileSync(join(src, 'lib/big-2.bin'), randomBytes(4 * 1024 * 1024 + 1));
+    for (let i = 0; i < 150; i++) writeFileSync(join(src, `lib/f${i}.txt`), `file ${i}\n`.repeat(i + 1));
+    writeFileSync(join(src, 'bin/suid'), 'suid\n', { mode: 0o4755 });
+    writeFileSync(join(src, 'bin/ro'), 'read only\n', { mode: 0o444 });
+    writeFileSync(join(src, 'bin/xattr'), 'with an xattr\n');
+    setAttributeSync(join(src, 'bin/xattr'), 'user.note', Buffer.from('kept'));
+    linkSync(join(src, 'bin/suid'), join(src, 'bin/suid-link'));
+    for (let i = 0; i < 70; i++) symlinkSync(`../lib/f${i}.txt`, join(src, `bin/l${i}`));
+    const ref = 'stage3-sysroot/mixed';
+    const opts = { ref, subject: 'mixed', timestamp: 1_704_067_200 };
+    const r = await push(reg.url, token, src, opts, FAST);
+
+    const local = await Repository.init(join(tempDir(), 'local'));
+    const imported = await importSource(local.objects, src, {});
+    const localCommit = await local.commit({
+      ...opts,
+      rootTree: imported.rootTree,
+      rootMeta: imported.rootMeta,
+      actor: 't',
+    });
+    local.close();
+    expect(r.commit).toBe(localCommit);
+    // 155 regular files (the hard link is the same object), 70 symlinks, 3 dirtrees, 2 dirmetas
+    // (the directories' modes differ: tempDir's and mkdir's), the commit.
+    expect(r.uploaded.objects).toBe(155 + 70 + 3 + 2 + 1);
+    expect((await fsck(reg.repo)).problems ?? []).toEqual([]);
   });
 
   it('pushes v2 on top of v1, uploading only the new objects', async () => {

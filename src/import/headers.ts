@@ -30,11 +30,16 @@ export class HeaderCache {
       c = { prefix: contentHashPrefix(meta), template: filezHeader(meta, 0) };
       this.cache.set(key, c);
     }
-    // allocUnsafeSlow, not Buffer.from: a view into Node's shared 8 KiB pool would make postMessage
-    // clone the whole pool slab with every header.
-    const header = Buffer.allocUnsafeSlow(c.template.length);
-    c.template.copy(header);
-    header.writeBigUInt64BE(BigInt(size), SIZE_OFFSET);
-    return { prefix: c.prefix, header };
+    return { prefix: c.prefix, header: sizedHeader(c.template, size) };
   }
+}
+
+/** A .filez header for `size` bytes from the metadata's template (its header for size 0). */
+export function sizedHeader(template: Buffer, size: number): Buffer {
+  // allocUnsafeSlow, not Buffer.from: a view into Node's shared 8 KiB pool would make postMessage
+  // clone the whole pool slab with every header.
+  const header = Buffer.allocUnsafeSlow(template.length);
+  template.copy(header);
+  header.writeBigUInt64BE(BigInt(size), SIZE_OFFSET);
+  return header;
 }

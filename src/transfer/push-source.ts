@@ -19,10 +19,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { errnoCode, RegistryError } from '../errors.js';
 import { BIG, CHUNK } from '../import/content.js';
+import { sizedHeader } from '../import/headers.js';
 import { importDirectory, importSource } from '../import/index.js';
 import { HashPool, type ItemResult, type WorkerItem } from '../import/pool.js';
 import { type ImportOptions, type ImportResult, zlibLevel } from '../import/tree.js';
-import { type Checksum, objectPath } from '../objects/index.js';
+import { type Checksum, filezHeader, objectPath, parseContentHeader } from '../objects/index.js';
 import { FsBlobStore } from '../store/fs-blob-store.js';
 import { MemoryBlobStore } from '../store/memory-blob-store.js';
 import { ObjectStore } from '../store/object-store.js';
@@ -75,8 +76,9 @@ async function directorySource(dir: string, spool: string, opts: ImportOptions):
   // root: null makes the workers hash only; `compress` requests deflate, spooling files over BIG.
   const pool = new HashPool({ root: null, tmpDir: spool, level: zlibLevel(opts), big: BIG, chunk: CHUNK });
   const objects = new ObjectStore(new MemoryBlobStore());
-  /** What pass 2 needs to deflate a file: its path, size and headers (the first path of a content). */
-  const items = new Map<Checksum, WorkerItem>();
+  /** What pass 2 needs to deflate each distinct file (the first path of a content). */
+  const items = new Map<Checksum, PendingFile>();
+  const headers = new FilezHeaders();
   const close = async (): Promise<void> => {
     await pool.close();
     await rm(spool, { recursive: true, force: true });
@@ -88,7 +90,14 @@ async function directorySource(dir: string, spool: string, opts: ImportOptions):
       hashOnly: {
         pool,
         onFile: (checksum, item) => {
-          if (!items.has(checksum)) items.set(checksum, item);
+          if (items.has(checksum)) return;
+          if (item.kind === 'data')
+            throw new RegistryError('E_INTERNAL', 'push: a directory gave a data item');
+          const file =
+            item.kind === 'path'
+              ? new PendingFile(item.path, item.size, item.prefix)
+              : new PendingFile(undefined, 0, item.prefix);
+          items.set(checksum, file);
         },
       },
     });
@@ -101,47 +110,45 @@ async function directorySource(dir: string, spool: string, opts: ImportOptions):
     imported,
     close,
     async *filez(files) {
-      // Indexed by batch; a consumed batch's entry is cleared so its .filez buffers can be collected.
-      const ahead: (Promise<ItemResult[]> | undefined)[] = [];
-      const batches: WorkerItem[][] = [];
-      let batch: WorkerItem[] = [];
-      let batchBytes = 0;
-      const cut = (): void => {
-        if (batch.length > 0) batches.push(batch);
-        batch = [];
-        batchBytes = 0;
+      // Batches are cut as they are submitted, at most AHEAD_PER_WORKER per worker ahead of the
+      // pack, and dropped once their .filez are handed on: pass 2 holds a few batches, not the tree.
+      let next = 0;
+      const cutBatch = (): WorkerItem[] => {
+        const batch: WorkerItem[] = [];
+        let bytes = 0;
+        while (next < files.length) {
+          const checksum = files[next]!;
+          const pending = items.get(checksum);
+          if (!pending) throw new RegistryError('E_INTERNAL', `push: no source for file object ${checksum}`);
+          // A big file goes alone: the worker spools its deflate output instead of returning it.
+          if (pending.size > BIG && batch.length > 0) break;
+          batch.push(pending.item(checksum, headers));
+          next++;
+          bytes += pending.size;
+          if (batch.length >= BATCH_FILES || bytes >= BATCH_BYTES || pending.size > BIG) break;
+        }
+        return batch;
       };
-      for (const checksum of files) {
-        const item = items.get(checksum);
-        if (!item) throw new RegistryError('E_INTERNAL', `push: no source for file object ${checksum}`);
-        const size = item.kind === 'path' ? item.size : 0;
-        if (size > BIG) cut();
-        batch.push({ ...item, checksum });
-        batchBytes += size;
-        if (batch.length >= BATCH_FILES || batchBytes >= BATCH_BYTES || size > BIG) cut();
-      }
-      cut();
+      const ahead: Array<{ batch: WorkerItem[]; results: Promise<ItemResult[]> }> = [];
       const submit = (): void => {
-        const b = batches[ahead.length];
-        if (!b) return;
+        const batch = cutBatch();
+        if (batch.length === 0) return;
         // Symlinks need no worker: their .filez is the header alone.
-        const p = b.every((i) => i.kind === 'symlink')
-          ? Promise.resolve(b.map((i) => ({ filez: i.header })))
-          : pool.run({ type: 'compress', items: b });
-        p.catch(() => {});
-        ahead.push(p);
+        const results = batch.every((i) => i.kind === 'symlink')
+          ? Promise.resolve(batch.map((i) => ({ filez: i.header })))
+          : pool.run({ type: 'compress', items: batch });
+        results.catch(() => {});
+        ahead.push({ batch, results });
       };
       // Stopping early (the upload failed) leaves spool files of batches compressed ahead: close()
       // removes the whole spool directory.
-      while (ahead.length < Math.min(batches.length, pool.size * AHEAD_PER_WORKER)) submit();
-      for (let done = 0; done < batches.length; done++) {
-        const results = await ahead[done]!;
-        ahead[done] = undefined;
+      for (let i = 0; i < pool.size * AHEAD_PER_WORKER; i++) submit();
+      for (let cur = ahead.shift(); cur; cur = ahead.shift()) {
+        const results = await cur.results;
         submit();
-        const b = batches[done]!;
-        for (let i = 0; i < b.length; i++) {
+        for (let i = 0; i < cur.batch.length; i++) {
           const r = results[i]!;
-          const checksum = b[i]!.checksum!;
+          const checksum = cur.batch[i]!.checksum!;
           if (r.filez) {
             const filez = Buffer.from(r.filez.buffer, r.filez.byteOffset, r.filez.byteLength);
             yield { checksum, length: filez.length, body: filez };
@@ -152,6 +159,57 @@ async function directorySource(dir: string, spool: string, opts: ImportOptions):
       }
     },
   };
+}
+
+/**
+ * A file pass 2 may have to deflate, as small as it can be: the 1 GiB bench tree (42,000 distinct
+ * files) held ~1.3 KB per file as WorkerItems (a .filez header Buffer each, with its own
+ * ArrayBuffer, and a hidden class per object); this is its path, its size and the content header,
+ * which is shared by every file of the same owner and mode (import/headers.ts).
+ */
+class PendingFile {
+  constructor(
+    /** Undefined for a symlink: its .filez is the header alone. */
+    readonly path: string | undefined,
+    readonly size: number,
+    readonly prefix: Uint8Array,
+  ) {}
+
+  item(checksum: Checksum, headers: FilezHeaders): WorkerItem {
+    const prefix = this.prefix;
+    return this.path === undefined
+      ? { kind: 'symlink', prefix, header: headers.get(prefix, 0), checksum }
+      : {
+          kind: 'path',
+          path: this.path,
+          size: this.size,
+          prefix,
+          header: headers.get(prefix, this.size),
+          checksum,
+        };
+  }
+}
+
+/**
+ * `.filez` headers made again from content headers (the same metadata in the other GVariant
+ * layout, with the size): one template per content-header object, which the importer shares
+ * between the files of one owner and mode, then a copy with the size patched in.
+ */
+class FilezHeaders {
+  private readonly templates = new WeakMap<Uint8Array, Buffer>();
+
+  get(prefix: Uint8Array, size: number): Buffer {
+    let template = this.templates.get(prefix);
+    if (!template) {
+      const h = parseContentHeader(prefix, 'content header');
+      if (!h || h.headerLength !== prefix.length) {
+        throw new RegistryError('E_INTERNAL', 'push: a content header does not parse back');
+      }
+      template = filezHeader(h.meta, 0);
+      this.templates.set(prefix, template);
+    }
+    return sizedHeader(template, size);
+  }
 }
 
 /** A deflated large file in the spool, streamed into the pack and then removed. */

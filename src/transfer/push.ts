@@ -226,9 +226,16 @@ export async function push(
 
     /** Which of `wanted` the server lacks: one request per 100,000 objects (the server's limit). */
     const lacking = async (wanted: ObjectRef[]): Promise<ObjectRef[]> => {
+      // The answer's entries are replaced by the ones asked about, so their checksum strings are
+      // not held twice (47,000 of them for the 1 GiB bench tree; an answer naming an object not
+      // asked about is ignored).
+      const byKey = new Map(wanted.map((o) => [`${o.type}:${o.checksum}`, o]));
       const out: ObjectRef[] = [];
       for (let i = 0; i < wanted.length; i += MISSING_BATCH) {
-        out.push(...(await client.missing(wanted.slice(i, i + MISSING_BATCH))));
+        for (const m of await client.missing(wanted.slice(i, i + MISSING_BATCH))) {
+          const o = byKey.get(`${m.type}:${m.checksum}`);
+          if (o) out.push(o);
+        }
       }
       return out;
     };
