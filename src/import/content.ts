@@ -55,6 +55,9 @@ interface Pending {
  * compressed or written; each item is handed to `onFile` with its checksum, so that the caller can
  * compress the ones the server lacks later with a `compress` request to the same pool.
  */
+/** The .filez header of a hash-only item: never read (the worker only hashes), one shared empty array. */
+const NO_HEADER = new Uint8Array(0);
+
 export interface HashOnly {
   pool: HashPool;
   onFile(checksum: Checksum, item: WorkerItem): void;
@@ -108,9 +111,18 @@ export class ContentWriter {
     return new ContentWriter(objects, pool, false, spoolDir, opts);
   }
 
+  /**
+   * The headers a worker needs for a file: hashing needs only the content header, so in hash-only
+   * mode no per-file .filez header is made (a push's pass 2 makes its own; push-source.ts).
+   */
+  private headersOf(meta: FileMeta, size: number): { prefix: Uint8Array; header: Uint8Array } {
+    if (this.opts.hashOnly) return { prefix: this.headers.prefix(meta), header: NO_HEADER };
+    return this.headers.get(meta, size);
+  }
+
   /** A regular file on disk, read by a worker. `size` is from lstat and is checked again when read. */
   addPath(path: string, meta: FileMeta, size: number, node: FileNode): void {
-    const item: WorkerItem = { kind: 'path', path, size, ...this.headers.get(meta, size) };
+    const item: WorkerItem = { kind: 'path', path, size, ...this.headersOf(meta, size) };
     if (size > BIG) this.submit([{ item, node, size }]);
     else this.push({ item, node, size }, size);
   }
@@ -129,7 +141,7 @@ export class ContentWriter {
   addSymlink(meta: FileMeta, node: FileNode): void {
     this.push(
       {
-        item: { kind: 'symlink', prefix: contentHashPrefix(meta), header: filezHeader(meta, 0) },
+        item: { kind: 'symlink', ...this.headersOf(meta, 0) },
         node,
         size: 0,
       },

@@ -21,17 +21,29 @@ export class HeaderCache {
 
   get(meta: FileMeta, size: number): { prefix: Buffer; header: Buffer } {
     // Symlink targets and xattrs make metadata nearly unique: not worth a key.
-    if (meta.symlinkTarget !== '' || meta.xattrs.length > 0) {
-      return { prefix: contentHashPrefix(meta), header: filezHeader(meta, size) };
-    }
+    if (!cacheable(meta)) return { prefix: contentHashPrefix(meta), header: filezHeader(meta, size) };
+    const c = this.entry(meta);
+    return { prefix: c.prefix, header: sizedHeader(c.template, size) };
+  }
+
+  /** The content header alone: all that hashing needs (a push's first pass makes no .filez). */
+  prefix(meta: FileMeta): Buffer {
+    return cacheable(meta) ? this.entry(meta).prefix : contentHashPrefix(meta);
+  }
+
+  private entry(meta: FileMeta): Cached {
     const key = `${meta.uid}:${meta.gid}:${meta.mode}`;
     let c = this.cache.get(key);
     if (!c) {
       c = { prefix: contentHashPrefix(meta), template: filezHeader(meta, 0) };
       this.cache.set(key, c);
     }
-    return { prefix: c.prefix, header: sizedHeader(c.template, size) };
+    return c;
   }
+}
+
+function cacheable(meta: FileMeta): boolean {
+  return meta.symlinkTarget === '' && meta.xattrs.length === 0;
 }
 
 /** A .filez header for `size` bytes from the metadata's template (its header for size 0). */
