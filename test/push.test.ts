@@ -1,7 +1,9 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { linkSync, mkdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { linkSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
@@ -199,6 +201,24 @@ describe('push', () => {
     expect(r.commit).toBe(localCommit);
     expect(r.uploaded.objects).toBe(lacking);
     expect((await fsck(reg.repo)).problems ?? []).toEqual([]);
+  });
+
+  it('a dead server stops the push while it hashes: the connection error, no spool left behind', async () => {
+    // The ref is asked for beside the hash pass (push.ts); its failure aborts the hashing.
+    const src = tempDir('push-dead-');
+    for (let d = 0; d < 20; d++) {
+      mkdirSync(join(src, `d${d}`));
+      for (let i = 0; i < 100; i++) writeFileSync(join(src, `d${d}/f${i}`), `${d}/${i}\n`);
+    }
+    const dead = createServer();
+    await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(dead.address() as AddressInfo).port}`;
+    await new Promise<void>((r) => dead.close(() => r()));
+    const spools = () => readdirSync(tmpdir()).filter((n) => n.startsWith('sysroot-push-'));
+    const before = spools();
+    const e = await rejects(push(url, token, src, { ref: REF, subject: 'never' }, FAST), 'E_IO');
+    expect(e.message).toContain('ECONNREFUSED');
+    expect(spools()).toEqual(before);
   });
 
   it('pushes v2 on top of v1, uploading only the new objects', async () => {

@@ -146,6 +146,7 @@ export async function importDirectory(
         }
         if (++sinceYield >= YIELD_EVERY) {
           sinceYield = 0;
+          opts.signal?.throwIfAborted();
           await writer.throttle();
           await dirs.drain();
           await new Promise<void>((r) => setImmediate(r));

@@ -44,6 +44,7 @@ export async function importTarball(
   try {
     const tree = new TarTree(rules);
     for await (const { entry, body } of readTar(metered(decompressStream(source, expansionLimit(opts))))) {
+      opts.signal?.throwIfAborted();
       const node = tree.apply(entry);
       if (!node) continue;
       if (entry.type === 'symlink') {

@@ -45,6 +45,8 @@ export interface ImportOptions {
    * content.ts); dirtree and dirmeta objects still go to the store given to the importer.
    */
   hashOnly?: HashOnly;
+  /** Stops the import (its reason is thrown) at the next few hundred entries or tar member. */
+  signal?: AbortSignal;
 }
 
 export interface ImportResult {

@@ -164,21 +164,37 @@ export async function push(
   // Checked before the import as well, so a typo costs nothing.
   commitMetadata(ref, metadataUser, [], commitOpts.bindRef ?? false);
 
-  let parent = await client.getRef(ref);
+  // The ref is asked for while the tree is hashed: the client's first request costs ~25 ms of
+  // start-up (Node's fetch loads undici), which the hash pass's first moments hide. A server that
+  // cannot answer still stops the push early: the hashing is aborted with its error.
+  const hashing = new AbortController();
+  const parentAsked = client.getRef(ref);
+  parentAsked.catch((e: unknown) => hashing.abort(e));
 
   progress.phase('hash', -1, 'files');
   let seenFiles = 0;
   let seenBytes = 0;
-  const tree = await hashSource(source, {
+  const hashed = hashSource(source, {
     owner: commitOpts.owner,
     canonicalPermissions: commitOpts.canonicalPermissions,
     skipSpecial: commitOpts.skipSpecial,
+    signal: hashing.signal,
     onProgress: (p) => {
       progress.advance(p.files - seenFiles, p.bytes - seenBytes);
       seenFiles = p.files;
       seenBytes = p.bytes;
     },
   }).finally(() => progress.stop());
+  let parent: Checksum | null;
+  let tree: Awaited<typeof hashed>;
+  try {
+    [parent, tree] = await Promise.all([parentAsked, hashed]);
+  } catch (e) {
+    // The ref's error first (the hashing's is then only its echo); a tree that did hash is closed.
+    await hashed.then((t) => t.close()).catch(() => {});
+    await parentAsked;
+    throw e;
+  }
   try {
     const { imported, objects } = tree;
     if (imported.skippedSpecial.length) {
