@@ -310,6 +310,30 @@ describe('parseContentHeader', () => {
     );
   });
 
+  it('repeated headers come from a memo: the same answers, sizes read each time, damage still caught', () => {
+    const plain: FileMeta = { uid: 0, gid: 0, mode: 0o100755, symlinkTarget: '', xattrs: [] };
+    const prefix = contentHashPrefix(plain);
+    const first = parseContentHeader(prefix, 'a.file')!;
+    const again = parseContentHeader(Buffer.concat([prefix, Buffer.from('bytes')]), 'b.file')!;
+    expect(again).toEqual({ meta: plain, headerLength: prefix.length });
+    expect(again.meta).toBe(first.meta); // shared, so frozen
+    expect(Object.isFrozen(again.meta) && Object.isFrozen(again.meta.xattrs)).toBe(true);
+    for (const size of [0, 1, 4096, 2 ** 40]) {
+      const h = parseFilezHeader(filezHeader(plain, size), 'c.file')!;
+      expect(h).toEqual({ meta: plain, size, headerLength: filezHeader(plain, 0).length });
+    }
+    // One byte of the mode changed: other bytes, so no memo hit, and the full check refuses it.
+    const bad = Buffer.from(prefix);
+    bad.writeUInt32BE(0o140755, bad.indexOf(Buffer.from([0, 0, 0o201, 0o355])));
+    expect(() => parseContentHeader(bad, 'd.file')).toThrow(
+      expect.objectContaining({ code: 'E_CORRUPT_OBJECT' }),
+    );
+    // With xattrs (nearly unique) nothing is kept: a fresh, unfrozen object each time.
+    const withX = parseContentHeader(contentHashPrefix(FILE), 'e.file')!;
+    expect(withX.meta).toEqual(FILE);
+    expect(Object.isFrozen(withX.meta)).toBe(false);
+  });
+
   it('a header that claims a socket, fifo or device is E_CORRUPT_OBJECT naming the object', () => {
     // Found by the HTTP fuzzer: a pack upload whose .filez header said 0140644 (a socket) was a 500.
     // Encoders refuse such a mode, so the header is built by hand: a regular file's, mode patched.
