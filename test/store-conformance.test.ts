@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -139,6 +139,70 @@ describe('FsBlobStore conditional replace across processes', () => {
       expect(wins).toHaveLength(1);
       expect((await store.read('refs/heads/main'))?.toString()).toMatch(/^p\d-\d$/);
       expect(await store.stat('sysroot/lock')).toBeUndefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('FsBlobStore write lock left by a dead process', () => {
+  const lockOf = (dir: string) => join(dir, 'repo', 'sysroot', 'lock');
+
+  async function storeWithLock(content: string, ageMs: number): Promise<{ dir: string; store: FsBlobStore }> {
+    const dir = await mkdtemp(join(tmpdir(), 'sysroot-store-lock-'));
+    const store = new FsBlobStore(join(dir, 'repo'));
+    await mkdir(join(dir, 'repo', 'sysroot'), { recursive: true });
+    await writeFile(lockOf(dir), content);
+    const t = (Date.now() - ageMs) / 1000;
+    await utimes(lockOf(dir), t, t);
+    return { dir, store };
+  }
+
+  /** A pid that no process has: one of a child that has exited. */
+  async function deadPid(): Promise<number> {
+    const child = execFile(process.execPath, ['-e', '']);
+    await new Promise((r) => child.once('exit', r));
+    return child.pid!;
+  }
+
+  it('holds its pid in the lock file from the moment the file exists', async () => {
+    const { dir, store } = await storeWithLock('', 0);
+    try {
+      await rm(lockOf(dir));
+      const inside = await store.withLock(() => readFile(lockOf(dir), 'utf8'));
+      expect(inside).toBe(`${process.pid}\n`);
+      expect(await store.stat('sysroot/lock')).toBeUndefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('breaks a lock naming a process that is gone', async () => {
+    const { dir, store } = await storeWithLock(`${await deadPid()}\n`, 0);
+    try {
+      const started = Date.now();
+      expect(await store.withLock(async () => 'taken')).toBe('taken');
+      expect(Date.now() - started).toBeLessThan(2_000);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('breaks a lock without a pid (an older version killed between create and write) once it is 5 s old', async () => {
+    // Found by the server crash test: an empty lock was never broken, and the next server waited
+    // 30 s for it. A fresh one is given the time to be written.
+    const { dir, store } = await storeWithLock('', 0);
+    try {
+      let taken = false;
+      const waiting = store.withLock(async () => {
+        taken = true;
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      expect(taken).toBe(false);
+      const t = (Date.now() - 6_000) / 1000;
+      await utimes(lockOf(dir), t, t);
+      await waiting;
+      expect(taken).toBe(true);
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

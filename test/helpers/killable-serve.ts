@@ -78,8 +78,12 @@ async function listening(inst: Instance): Promise<number> {
     if (inst.child.exitCode !== null || inst.child.signalCode !== null) break;
     await sleep(10);
   }
+  const how =
+    inst.child.exitCode !== null || inst.child.signalCode !== null
+      ? `it exited (code ${inst.child.exitCode}, signal ${inst.child.signalCode})`
+      : `no "listening" line in ${START_TIMEOUT_MS} ms`;
   inst.child.kill('SIGKILL');
-  throw new Error(`sysroot serve did not start:\n${inst.stderr}`);
+  throw new Error(`sysroot serve did not start: ${how}; its stderr:\n${inst.stderr}`);
 }
 
 /** Every server child still running, so a failed test can stop them (by pid) in afterAll. */
