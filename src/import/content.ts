@@ -50,14 +50,14 @@ interface Pending {
   size: number;
 }
 
+/** The .filez header of a hash-only item: never read (the worker only hashes), one shared empty array. */
+const NO_HEADER = new Uint8Array(0);
+
 /**
  * Hash only (a push's first pass): the pool (made with `root: null`) hashes every file and nothing is
  * compressed or written; each item is handed to `onFile` with its checksum, so that the caller can
  * compress the ones the server lacks later with a `compress` request to the same pool.
  */
-/** The .filez header of a hash-only item: never read (the worker only hashes), one shared empty array. */
-const NO_HEADER = new Uint8Array(0);
-
 export interface HashOnly {
   pool: HashPool;
   onFile(checksum: Checksum, item: WorkerItem): void;

@@ -190,20 +190,24 @@ export function parseFilezHeader(buf: Uint8Array, id = 'content object'): FilezH
   // the rest of the header is what repeats between files, and is the memo's key.
   const key = memoKey(buf, 16, 'z');
   const known = key === undefined ? undefined : filezMemo.get(key);
+  let meta: FileMeta;
+  let size: bigint;
+  let headerLength: number;
   if (known) {
-    const s = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).readBigUInt64BE(8);
-    if (s > BigInt(Number.MAX_SAFE_INTEGER))
-      throw new RegistryError('E_CORRUPT_OBJECT', `${id}: size out of range`);
-    return { meta: known, size: Number(s), headerLength: key!.length + 7 };
+    meta = known;
+    size = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength).readBigUInt64BE(8);
+    headerLength = key!.length + 7;
+  } else {
+    const framed = parseFramed(buf, FILEZ_TYPE, id, '.filez header');
+    if (!framed) return undefined;
+    const [[le, ...fields], length] = framed as [[bigint, ...unknown[]], number];
+    meta = remember(filezMemo, key, metaFromFields(fields, id));
+    size = bswap64(le);
+    headerLength = length;
   }
-  const framed = parseFramed(buf, FILEZ_TYPE, id, '.filez header');
-  if (!framed) return undefined;
-  const [[size, ...fields], headerLength] = framed as [[bigint, ...unknown[]], number];
-  const meta = metaFromFields(fields, id);
-  const s = bswap64(size);
-  if (s > BigInt(Number.MAX_SAFE_INTEGER))
+  if (size > BigInt(Number.MAX_SAFE_INTEGER))
     throw new RegistryError('E_CORRUPT_OBJECT', `${id}: size out of range`);
-  return { meta: remember(filezMemo, key, meta), size: Number(s), headerLength };
+  return { meta, size: Number(size), headerLength };
 }
 
 /**

@@ -5,9 +5,9 @@
  * link fails with EEXIST instead of replacing, so two writers of one object cannot clobber each
  * other and no reader ever sees a partial file. Mutable blobs use temp + rename(2).
  *
- * The write lock is `<root>/sysroot/lock`, created with O_EXCL and holding the owner's pid; a lock
- * whose process is gone (kill -9 during a push) is broken after checking the pid, so a crash never
- * wedges the repository. Inside this process, waiters queue on an in-memory mutex instead of polling
+ * The write lock is `<root>/sysroot/lock`, holding the owner's pid from the moment it exists (a temp
+ * file linked into place); a lock whose process is gone (kill -9 during a push) is broken after
+ * checking the pid, so a crash never wedges the repository. Inside this process, waiters queue on an in-memory mutex instead of polling
  * the file, and an AsyncLocalStorage context marks the code running under withLock, so the lock is
  * re-entrant there: `withLock(() => replace(k, d, { ifMatch }))` does not wait for itself.
  *
@@ -332,7 +332,8 @@ async function breakStaleLock(lockPath: string): Promise<boolean> {
   try {
     await rename(lockPath, stale);
     const again = Number.parseInt(await readFile(stale, 'utf8'), 10);
-    if (again !== pid && !(Number.isNaN(pid) && Number.isNaN(again))) {
+    // Object.is: a pid-less lock (NaN) must still be pid-less after the rename.
+    if (!Object.is(again, pid)) {
       await rename(stale, lockPath).catch(() => {});
       return false;
     }
