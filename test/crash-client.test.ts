@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TokenStore } from '../src/auth/tokens.js';
 import { Repository } from '../src/repo/repository.js';
 import { sysroot } from './helpers/cli.js';
-import { checkRepo, makeTree, mutateTree, seededRandom, seedFromEnv } from './helpers/crash.js';
+import { checkRepo, seededRandom, seedFromEnv, smallTreeVersions } from './helpers/crash.js';
 import { clientKills, describeTally, type KillLoop, timePush } from './helpers/kill-loop.js';
 import { type ServeProcess, startServe, stopAllServers } from './helpers/killable-serve.js';
 import { tempDir } from './helpers/repo.js';
@@ -18,15 +18,6 @@ import { tempDir } from './helpers/repo.js';
 const KILLS = Number(process.env.CRASH_KILLS ?? 50);
 /** ~1 s a round on 2 idle cores; far more when other test files share them. */
 const LOOP_TIMEOUT_MS = 60_000 + KILLS * 6_000;
-/**
- * Per version: 6 of 60 small files and one 512 KiB file rewritten. The pack is then a few records
- * and some real bytes, while the repository stays small enough (~0.6 MiB more per push) for both
- * fscks after every kill to take tens of milliseconds.
- */
-const FILE_BYTES = 8 * 1024;
-const CHANGED_PER_ROUND = 6;
-const BLOB_BYTES = 512 * 1024;
-
 describe(`kill -9 of the pushing client, ${KILLS} times`, () => {
   const seed = seedFromEnv('CRASH_SEED');
   const random = seededRandom(seed);
@@ -53,20 +44,13 @@ describe(`kill -9 of the pushing client, ${KILLS} times`, () => {
     'leaves a sound repository after every kill, and the retried push sends only what is missing',
     async () => {
       const tree = join(tempDir('sysroot-crash-tree-'), 'tree');
-      const paths = makeTree(tree, { dirs: 6, files: 10, bytes: FILE_BYTES });
       const loop: KillLoop = {
         server,
         repoPath,
         ref: 'crash/client',
         env: { SYSROOT_TOKEN: token },
         random,
-        nextVersion: () => {
-          mutateTree(paths, CHANGED_PER_ROUND, FILE_BYTES, random, {
-            path: join(tree, 'blob'),
-            bytes: BLOB_BYTES,
-          });
-          return tree;
-        },
+        nextVersion: smallTreeVersions(tree, random),
       };
       const timing = await timePush(loop);
       const phases = await clientKills(loop, timing, 1, KILLS, `seed ${seed}`);

@@ -23,10 +23,10 @@ import {
   checkRepo,
   countObjects,
   makeTree,
-  mutateTree,
   packLines,
   seededRandom,
   seedFromEnv,
+  smallTreeVersions,
   spawnCli,
 } from './helpers/crash.js';
 import { describeTally, type KillLoop, serverKills, timePush } from './helpers/kill-loop.js';
@@ -36,15 +36,6 @@ import { tempDir } from './helpers/repo.js';
 const KILLS = Number(process.env.CRASH_KILLS ?? 50);
 /** ~1 s a round on 2 idle cores; far more when other test files share them. */
 const LOOP_TIMEOUT_MS = 60_000 + KILLS * 6_000;
-/**
- * Per version: 6 of 60 small files and one 512 KiB file rewritten. The pack is then a few records
- * and some real bytes, while the repository stays small enough (~0.6 MiB more per push) for both
- * fscks after every kill to take tens of milliseconds.
- */
-const FILE_BYTES = 8 * 1024;
-const CHANGED_PER_ROUND = 6;
-const BLOB_BYTES = 512 * 1024;
-
 async function newRepo(prefix: string): Promise<{ path: string; token: string }> {
   const path = join(tempDir(prefix), 'repo');
   const repo = await Repository.init(path);
@@ -70,7 +61,6 @@ describe(`kill -9 of the server during a push, ${KILLS} times`, () => {
     async () => {
       const { path: repoPath, token } = await newRepo('sysroot-crash-server-');
       const tree = join(tempDir('sysroot-crash-tree-'), 'tree');
-      const paths = makeTree(tree, { dirs: 6, files: 10, bytes: FILE_BYTES });
       const server = await startServe(repoPath);
       const loop: KillLoop = {
         server,
@@ -78,13 +68,7 @@ describe(`kill -9 of the server during a push, ${KILLS} times`, () => {
         ref: 'crash/server',
         env: { SYSROOT_TOKEN: token },
         random,
-        nextVersion: () => {
-          mutateTree(paths, CHANGED_PER_ROUND, FILE_BYTES, random, {
-            path: join(tree, 'blob'),
-            bytes: BLOB_BYTES,
-          });
-          return tree;
-        },
+        nextVersion: smallTreeVersions(tree, random),
       };
       const timing = await timePush(loop);
       const outcomes = await serverKills(loop, timing, 1, KILLS, `seed ${seed}`);

@@ -66,6 +66,20 @@ export function mutateTree(
   if (blob) writeFileSync(blob.path, randomBytes(blob.bytes));
 }
 
+/**
+ * The small tree the kill loops push, made at `root` (6 directories of 10 files of 8 KiB), and a
+ * function that makes its next version: 6 files (chosen by `random`) and a 512 KiB blob rewritten.
+ * The pack is then a few records and some real bytes, while the repository stays small enough
+ * (~0.6 MiB more per push) for both fscks after every kill to take tens of milliseconds.
+ */
+export function smallTreeVersions(root: string, random: () => number): () => string {
+  const paths = makeTree(root, { dirs: 6, files: 10, bytes: 8 * 1024 });
+  return () => {
+    mutateTree(paths, 6, 8 * 1024, random, { path: join(root, 'blob'), bytes: 512 * 1024 });
+    return root;
+  };
+}
+
 /** Objects in a directory repository: the files under objects/XX/. */
 export function countObjects(repoPath: string): number {
   let n = 0;

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { TokenStore } from '../../src/auth/tokens.js';
 import { Repository } from '../../src/repo/repository.js';
-import { checkRepo, makeTree, mutateTree, seededRandom, seedFromEnv } from '../helpers/crash.js';
+import { checkRepo, seededRandom, seedFromEnv, smallTreeVersions } from '../helpers/crash.js';
 import {
   clientKills,
   describeTally,
@@ -99,16 +99,12 @@ describe(`soak: ${KILLS} kills of each kind on the small tree`, () => {
       const random = seededRandom(seed);
       const f = await freshServer(`sysroot-soak-small-${kind}-`);
       const tree = join(tempDir('sysroot-soak-tree-'), 'tree');
-      const paths = makeTree(tree, { dirs: 6, files: 10, bytes: 8 * 1024 });
       const l: KillLoop = {
         ...f,
         ref: 'soak/small',
         env: { SYSROOT_TOKEN: f.token },
         random,
-        nextVersion: () => {
-          mutateTree(paths, 6, 8 * 1024, random, { path: join(tree, 'blob'), bytes: 512 * 1024 });
-          return tree;
-        },
+        nextVersion: smallTreeVersions(tree, random),
       };
       const timing = await timePush(l);
       const ctx = `seed ${seed}`;
