@@ -12,6 +12,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { deflateRawSync } from 'node:zlib';
+import { setAttributeSync } from '@napi-rs/xattr';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CHECKOUT_MTIME, type CheckoutResult, checkoutCommit } from '../src/checkout/checkout.js';
 import { isRegistryError, RegistryError } from '../src/errors.js';
@@ -376,6 +377,86 @@ describe('a commit built with our encoders', () => {
       expect(leftovers(work, `dest-${n}`)).toEqual([]);
     } finally {
       cleanup(b.dir);
+    }
+  });
+});
+
+describe('file modes set when the file is created', () => {
+  /** Every kind of mode open(2) may or may not give as asked: umask bits, setuid, setgid, sticky, none. */
+  const MODES = [0o644, 0o755, 0o600, 0o444, 0o000, 0o666, 0o777, 0o620, 0o4755, 0o2755, 0o1644, 0o6711];
+
+  /** A commit whose root holds one file per mode, named after it. */
+  async function build(): Promise<{ dir: string; commit: string }> {
+    const dir = tempDir('modes-repo');
+    const objects = openRepo(dir);
+    const files = [];
+    for (const mode of MODES) {
+      const body = Buffer.from(`mode ${mode.toString(8)}\n`);
+      const meta: FileMeta = { uid: 0, gid: 0, mode: 0o100000 | mode, symlinkTarget: '', xattrs: [] };
+      const checksum = contentChecksum(meta, body);
+      await objects.putFilez(checksum, Buffer.concat([filezHeader(meta, body.length), deflateRawSync(body)]));
+      files.push({ name: `m${mode.toString(8).padStart(4, '0')}`, checksum });
+    }
+    const rootMeta = await objects.putMetadata(
+      'dirmeta',
+      encodeDirMeta({ uid: 0, gid: 0, mode: 0o40755, xattrs: [] }),
+    );
+    const root = await objects.putMetadata('dirtree', encodeDirTree({ files, dirs: [] }));
+    const commit = await objects.putMetadata(
+      'commit',
+      encodeCommit({
+        metadata: [],
+        parent: null,
+        related: [],
+        subject: 'modes',
+        body: '',
+        timestamp: 1704067200,
+        rootTree: root,
+        rootMeta,
+      }),
+    );
+    return { dir, commit };
+  }
+
+  const modesOf = (dest: string): number[] =>
+    MODES.map((m) => lstatSync(join(dest, `m${m.toString(8).padStart(4, '0')}`)).mode & 0o7777);
+
+  it('every mode exactly as committed, whatever the umask would take off', async () => {
+    const b = await build();
+    try {
+      const dest = fresh();
+      await checkoutCommit(openRepo(b.dir), b.commit, dest);
+      expect(modesOf(dest).map((m) => m.toString(8))).toEqual(MODES.map((m) => m.toString(8)));
+      cleanup(dest);
+    } finally {
+      cleanup(b.dir);
+    }
+  });
+
+  it('every mode exactly as committed under a default ACL, which replaces the umask', async () => {
+    const b = await build();
+    const parent = tempDir('acl-parent');
+    try {
+      // system.posix_acl_default as the kernel stores it: version 2, then (tag, perms, id) entries:
+      // owner rwx, group none, other none. New files then get only their owner's bits.
+      const entry = (tag: number, perm: number) => {
+        const e = Buffer.alloc(8);
+        e.writeUInt16LE(tag, 0);
+        e.writeUInt16LE(perm, 2);
+        e.writeUInt32LE(0xffffffff, 4);
+        return e;
+      };
+      const acl = Buffer.concat([Buffer.from([2, 0, 0, 0]), entry(0x01, 7), entry(0x04, 0), entry(0x20, 0)]);
+      setAttributeSync(parent, 'system.posix_acl_default', acl);
+      // The ACL is in force: a file asked for 0644 is made 0600.
+      const probe = join(parent, 'probe');
+      writeFileSync(probe, '', { mode: 0o644 });
+      expect(lstatSync(probe).mode & 0o777).toBe(0o600);
+      const dest = join(parent, 'dest');
+      await checkoutCommit(openRepo(b.dir), b.commit, dest);
+      expect(modesOf(dest).map((m) => m.toString(8))).toEqual(MODES.map((m) => m.toString(8)));
+    } finally {
+      cleanup(b.dir, parent);
     }
   });
 });

@@ -6,6 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { isRegistryError } from '../src/errors.js';
 import { encode } from '../src/gvariant/index.js';
 import {
+  compareNames,
   contentChecksum,
   decodeCommit,
   decodeDirMeta,
@@ -105,6 +106,27 @@ describe('dirmeta and dirtree', () => {
       [],
     ]);
     expect(() => decodeDirTree(unsorted, 'x.dirtree')).toThrow(/x\.dirtree: entries not sorted at "a"/);
+  });
+
+  it('orders names as strcmp orders their UTF-8 bytes, astral characters included', () => {
+    // Pieces around the edges where UTF-16 order and UTF-8 order part: surrogate pairs (U+10000 and
+    // up) against U+E000-U+FFFF, and prefixes.
+    const pieces = ['', 'a', 'z', '~', '\u007f', '\u0080', '\u07ff', '\u0800', '\ud7ff', '\ue000', '\uffff'];
+    pieces.push('\u{10000}', '\u{1f600}', '\u{10ffff}', 'é', '日本');
+    const names: string[] = [];
+    for (const a of pieces) for (const b of pieces) names.push(a + b);
+    let compared = 0;
+    for (const a of names) {
+      for (const b of names) {
+        const bytes = Math.sign(Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8')));
+        expect(Math.sign(compareNames(a, b)), `${JSON.stringify(a)} vs ${JSON.stringify(b)}`).toBe(bytes);
+        compared++;
+      }
+    }
+    expect(compared).toBe(names.length ** 2);
+    // The case a UTF-16 comparison gets wrong: U+1F600 is above U+FFFF in code point and byte order.
+    expect(compareNames('\u{1f600}', '\uffff')).toBeGreaterThan(0);
+    expect('\u{1f600}' < '\uffff').toBe(true);
   });
 });
 

@@ -31,6 +31,7 @@ import {
   FRAME_TARGET,
   KIND,
   PACK_MAGIC,
+  RECORD_HEADER_SIZE,
   type PackEvent,
   PackFile,
   type PackIndex,
@@ -672,6 +673,28 @@ describe('random access', () => {
     });
     expect(() => decodeIndex(idx.subarray(0, idx.length - 49))).toThrow(/damaged pack index/);
     expect(() => decodeIndex(Buffer.alloc(10))).toThrow(/too short/);
+  });
+
+  it('keeps a record length above 4 GiB exact (a u64 in the .idx)', () => {
+    // 5,200 full frames (~5.1 GiB raw) and one record spanning nearly all of them.
+    const frames = Array.from({ length: 5200 }, (_, i) => ({
+      compressedOffset: i * 1000,
+      compressedSize: 1000,
+      rawSize: FRAME_TARGET,
+    }));
+    const length = 5200 * FRAME_TARGET - 8 - 2 * RECORD_HEADER_SIZE - 3;
+    expect(length).toBeGreaterThan(2 ** 32);
+    const index: PackIndex = {
+      checksum: 'ab'.repeat(32),
+      frames,
+      records: [{ kind: KIND.filez, checksum: 'cd'.repeat(32), frame: 0, offset: 8, length }],
+    };
+    const back = decodeIndex(encodeIndex(index));
+    expect(back.records).toEqual(index.records);
+    expect(back.frames).toEqual(frames);
+    // One byte longer and it would run into the end record: refused.
+    const over = { ...index, records: [{ ...index.records[0]!, length: length + 4 }] };
+    expect(() => decodeIndex(encodeIndex(over))).toThrow(/not inside the pack/);
   });
 
   it('refuses an intact .idx whose records lie outside its frames', () => {

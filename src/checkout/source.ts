@@ -8,12 +8,18 @@
  * (zstd's frame checksums catch damage since), and a pack arriving hands out each record only once
  * readPack verified it.
  */
-import type { Checksum } from '../objects/index.js';
+import type { Checksum, DirTree } from '../objects/index.js';
 import type { Content } from './content.js';
 
 export interface CheckoutSource {
   /** A commit, dirtree or dirmeta; E_OBJECT_MISSING if the source does not hold it. */
   readMetadata(checksum: Checksum, type: 'commit' | 'dirtree' | 'dirmeta'): Promise<Buffer>;
+  /**
+   * A dirtree already decoded (and so checked for normal form), when the source has one: a pack
+   * arriving decodes each dirtree to verify it, and decoding the ~800 of a sysroot again cost a
+   * cold pull ~25 ms. Optional; the checkout decodes readMetadata's bytes otherwise.
+   */
+  readDirTree?(checksum: Checksum): Promise<DirTree>;
   /**
    * Every content object of `wanted`, each once, in the source's order; E_OBJECT_MISSING naming
    * one it does not hold (a pack arriving may only know at its end). The checkout trusts nothing it

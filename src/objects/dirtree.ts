@@ -35,9 +35,27 @@ export function checkEntryName(name: string, where = 'directory entry'): void {
   }
 }
 
-/** strcmp order on UTF-8 bytes, which is not JavaScript's UTF-16 order for astral characters. */
+/**
+ * strcmp order on UTF-8 bytes, which is not JavaScript's UTF-16 order for astral characters. UTF-8
+ * byte order is code point order, and UTF-16 code units are in code point order except that
+ * surrogates (0xD800-0xDFFF, which encode code points above 0xFFFF) sort below 0xE000-0xFFFF: the
+ * first differing units are compared with that one range moved. No bytes are made: decoding a
+ * sysroot's dirtrees compared ~6,000 names, two Buffers each, a sixth of the decode.
+ */
 export function compareNames(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x !== y) return codePointOrder(x) - codePointOrder(y);
+  }
+  return a.length - b.length;
+}
+
+/** A UTF-16 code unit moved so that units compare in code point order (surrogates above all BMP). */
+function codePointOrder(unit: number): number {
+  if (unit < 0xd800) return unit;
+  return unit < 0xe000 ? unit + 0x2000 : unit - 0x800;
 }
 
 export function encodeDirTree(t: DirTree): Buffer {

