@@ -175,6 +175,11 @@ describe('push', () => {
     writeFileSync(join(src, 'bin/ro'), 'read only\n', { mode: 0o444 });
     writeFileSync(join(src, 'bin/xattr'), 'with an xattr\n');
     setAttributeSync(join(src, 'bin/xattr'), 'user.note', Buffer.from('kept'));
+    // Pass 1 guesses that files have no xattrs and the workers check (content.ts): a wrong guess on
+    // a file in a batch, on one sent alone (over BIG), and with two attributes, which sort by name.
+    setAttributeSync(join(src, 'lib/big-1.bin'), 'user.big', Buffer.from('big'));
+    setAttributeSync(join(src, 'lib/f7.txt'), 'user.z', Buffer.from('last'));
+    setAttributeSync(join(src, 'lib/f7.txt'), 'user.a', Buffer.from('first'));
     linkSync(join(src, 'bin/suid'), join(src, 'bin/suid-link'));
     for (let i = 0; i < 70; i++) symlinkSync(`../lib/f${i}.txt`, join(src, `bin/l${i}`));
     const ref = 'stage3-sysroot/mixed';
