@@ -26,7 +26,7 @@ import { type ImportOptions, type ImportResult, zlibLevel } from '../import/tree
 import { type Checksum, filezHeader, objectPath, parseContentHeader } from '../objects/index.js';
 import { FsBlobStore } from '../store/fs-blob-store.js';
 import { MemoryBlobStore } from '../store/memory-blob-store.js';
-import { ObjectStore } from '../store/object-store.js';
+import { type ObjectRef, ObjectStore } from '../store/object-store.js';
 
 /** One `.filez` for the pack: a Buffer, or a stream of `length` bytes (a large file). */
 export interface FilezPayload {
@@ -41,6 +41,12 @@ export interface PushSource {
   readonly imported: ImportResult;
   /** The .filez of `files` (checksums from the tree), in that order. */
   filez(files: Checksum[]): AsyncGenerator<FilezPayload>;
+  /**
+   * Every object `commit` (made from `imported`) reaches: the commit, then every dirtree and dirmeta
+   * and every distinct file. That is exactly what this import made, so it is listed, not walked:
+   * walking decoded the ~800 dirtrees of a sysroot again, ~50 ms of a 0.7 s push of v2.
+   */
+  closure(commit: Checksum): Promise<ObjectRef[]>;
   close(): Promise<void>;
 }
 
@@ -109,6 +115,11 @@ async function directorySource(dir: string, spool: string, opts: ImportOptions):
     objects,
     imported,
     close,
+    closure: async (commit) => {
+      const out = await treeObjects(objects, commit);
+      for (const checksum of items.keys()) out.push({ checksum, type: 'file' });
+      return out;
+    },
     async *filez(files) {
       // Batches are cut as they are submitted, at most AHEAD_PER_WORKER per worker ahead of the
       // pack, and dropped once their .filez are handed on: pass 2 holds a few batches, not the tree.
@@ -212,6 +223,19 @@ class FilezHeaders {
   }
 }
 
+/**
+ * `commit`, then the dirtrees and dirmetas of `objects` (and its file objects with `files`): a
+ * store that holds one import and the commits made of it (a rebase leaves older ones; their
+ * signatures, if any, travel apart).
+ */
+async function treeObjects(objects: ObjectStore, commit: Checksum, files = false): Promise<ObjectRef[]> {
+  const out: ObjectRef[] = [{ checksum: commit, type: 'commit' }];
+  for await (const o of objects.list()) {
+    if (o.type === 'dirtree' || o.type === 'dirmeta' || (files && o.type === 'file')) out.push(o);
+  }
+  return out;
+}
+
 /** A deflated large file in the spool, streamed into the pack and then removed. */
 async function* spooled(checksum: Checksum, path: string): AsyncGenerator<FilezPayload> {
   try {
@@ -230,6 +254,8 @@ async function tarballSource(tarball: string, spool: string, opts: ImportOptions
     objects,
     imported,
     close: () => rm(spool, { recursive: true, force: true }),
+    // The spool is a repository of this import alone: its file objects are the tree's.
+    closure: (commit) => treeObjects(objects, commit, true),
     async *filez(files) {
       for (const checksum of files) {
         const key = objectPath(checksum, 'file');

@@ -31,7 +31,6 @@ import {
   type ObjectType,
 } from '../objects/index.js';
 import { KIND, PackWriter, writableSink } from '../pack/index.js';
-import { commitClosure } from '../repo/closure.js';
 import { assertRef } from '../repo/refs.js';
 import type { SigningKey } from '../sign/keys.js';
 import { encodeSignatures, signAll } from '../sign/signatures.js';
@@ -330,8 +329,7 @@ export async function push(
     };
 
     let commit = await makeCommit(parent);
-    const closure: ObjectRef[] = [];
-    for await (const o of commitClosure(objects, commit)) closure.push(o);
+    const closure = await tree.closure(commit);
     const treeObjects = closure.filter((o) => o.type !== 'commit');
     const send = await lacking(closure);
     stats.present = closure.length - send.length;
