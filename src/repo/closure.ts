@@ -111,7 +111,10 @@ export async function* commitClosure(objects: ObjectStore, commit: Checksum): As
   const seen = new Map<ObjectType, Set<Checksum>>();
   const once = (checksum: Checksum, type: ObjectType): boolean => {
     let set = seen.get(type);
-    if (!set) seen.set(type, (set = new Set()));
+    if (!set) {
+      set = new Set();
+      seen.set(type, set);
+    }
     if (set.has(checksum)) return false;
     set.add(checksum);
     return true;

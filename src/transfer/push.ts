@@ -256,7 +256,10 @@ export async function push(
         const byType = new Map<ObjectType, Map<Checksum, ObjectRef>>();
         for (const o of batch) {
           let m = byType.get(o.type);
-          if (!m) byType.set(o.type, (m = new Map()));
+          if (!m) {
+            m = new Map();
+            byType.set(o.type, m);
+          }
           m.set(o.checksum, o);
         }
         for (const m of await client.missing(batch)) {
