@@ -226,7 +226,7 @@ async function* receive(
   })();
   let first = true;
   try {
-    const { MAX_COLLECT, readPack } = await import('../pack/reader.js');
+    const [, , { MAX_COLLECT, readPack }] = await loadWritingModules();
     for await (const ev of readPack(chunks, { collect: MAX_COLLECT })) {
       if (ev.type === 'record') {
         if (first && (ev.kind !== KIND.commit || ev.checksum !== commit)) {
@@ -271,6 +271,33 @@ function wrongCommit(
   );
 }
 
+/**
+ * What a pull that writes needs and a no-op pull never does: the checkout, the pack reader and the
+ * cached packs (~30 ms of start-up, the zstd and xattr bindings included). Imported on first use,
+ * and started beside the ref request when DEST cannot be a no-op: Node's ESM loader reads modules
+ * asynchronously, and loaded after the ref's answer they kept the process idle ~25 ms before it
+ * asked for the pack.
+ */
+let writingModules:
+  | Promise<
+      [
+        typeof import('../checkout/checkout.js'),
+        typeof import('./pack-source.js'),
+        typeof import('../pack/reader.js'),
+        typeof import('../pack/pack-file.js'),
+      ]
+    >
+  | undefined;
+function loadWritingModules(): NonNullable<typeof writingModules> {
+  writingModules ??= Promise.all([
+    import('../checkout/checkout.js'),
+    import('./pack-source.js'),
+    import('../pack/reader.js'),
+    import('../pack/pack-file.js'),
+  ]);
+  return writingModules;
+}
+
 /** One attempt: check out from the cache, or from a pack as it arrives (on top of cached packs). */
 async function pullOnce(
   client: RegistryClient,
@@ -280,10 +307,7 @@ async function pullOnce(
   target: string,
   progress: Progress,
 ): Promise<PullResult> {
-  // Loaded here, not at the top: a no-op pull never needs them (~30 ms of start-up, zstd and xattr
-  // bindings included).
-  const { checkoutCommit } = await import('../checkout/checkout.js');
-  const { IncomingPack } = await import('./pack-source.js');
+  const [{ checkoutCommit }, { IncomingPack }] = await loadWritingModules();
   let written = 0;
   let wrote = 0;
   const onProgress = (p: { files: number; bytes: number }): void => {
@@ -378,6 +402,7 @@ export async function pull(
   const client = new RegistryClient(url, opts);
   const cache = await PackCache.open(opts.cacheDir);
   const present = await precheckDest(target, cache);
+  if (present === undefined) loadWritingModules().catch(() => {});
   const commit = await resolveCommit(client, parsed);
   const mustVerify = opts.trust !== undefined && (parsed.pin === null || opts.verifyPinned === true);
   const signedBy = mustVerify ? await verifySignatures(client, commit, parsed.ref, opts.trust!) : undefined;
