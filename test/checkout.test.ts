@@ -301,6 +301,26 @@ describe('corrupt and missing objects', () => {
   });
 });
 
+/** A parentless commit of `rootTree` and `rootMeta`, stored in `objects`. */
+function putCommit(
+  objects: ReturnType<typeof openRepo>,
+  rootTree: string,
+  rootMeta: string,
+  subject: string,
+): Promise<string> {
+  const commit = encodeCommit({
+    metadata: [],
+    parent: null,
+    related: [],
+    subject,
+    body: '',
+    timestamp: 1704067200,
+    rootTree,
+    rootMeta,
+  });
+  return objects.putMetadata('commit', commit);
+}
+
 describe('a commit built with our encoders', () => {
   /** One commit: a symlink at `link` with the given xattrs, in a 0555 directory `ro`. */
   async function build(
@@ -334,20 +354,7 @@ describe('a commit built with our encoders', () => {
         dirs: [{ name: 'ro', tree: ro, meta: roMeta }],
       }),
     );
-    const commit = await objects.putMetadata(
-      'commit',
-      encodeCommit({
-        metadata: [],
-        parent: null,
-        related: [],
-        subject: 'built',
-        body: '',
-        timestamp: 1704067200,
-        rootTree: root,
-        rootMeta,
-      }),
-    );
-    return { dir, commit };
+    return { dir, commit: await putCommit(objects, root, rootMeta, 'built') };
   }
 
   it('checks out a read-only directory (its mode is set last) and a plain symlink', async () => {
@@ -402,20 +409,7 @@ describe('file modes set when the file is created', () => {
       encodeDirMeta({ uid: 0, gid: 0, mode: 0o40755, xattrs: [] }),
     );
     const root = await objects.putMetadata('dirtree', encodeDirTree({ files, dirs: [] }));
-    const commit = await objects.putMetadata(
-      'commit',
-      encodeCommit({
-        metadata: [],
-        parent: null,
-        related: [],
-        subject: 'modes',
-        body: '',
-        timestamp: 1704067200,
-        rootTree: root,
-        rootMeta,
-      }),
-    );
-    return { dir, commit };
+    return { dir, commit: await putCommit(objects, root, rootMeta, 'modes') };
   }
 
   const modesOf = (dest: string): number[] =>
