@@ -13,7 +13,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -155,6 +155,42 @@ describe('disk full', () => {
     await server.stop();
     const after = await checkRepo(repoPath);
     expect(after.report.problems).toEqual([]);
+  });
+
+  it('a pull whose cache fills up fails clearly: exit 8, DEST absent, no partial pack left', async () => {
+    // The pack is written into the cache as it arrives (pack-cache.ts, PackTemp): a write that fails
+    // must fail the pull before anything is checked out, and leave no partial pack behind.
+    const repoPath = join(tempDir('sysroot-full-'), 'repo');
+    expect(sysroot(['init', '--repo', repoPath]).status).toBe(0);
+    const server = await startServe(repoPath);
+    const tree = join(tempDir('sysroot-full-src-'), 'tree');
+    makeTree(tree, { dirs: 2, files: 6, bytes: 1024 * 1024 }); // 12 MiB that do not compress
+    const pushed = sysroot(['push', '--url', server.url, '--ref', 'full/pull', tree], {
+      env: { SYSROOT_TOKEN: await tokenFor(repoPath) },
+    });
+    expect(pushed.status, pushed.stderr).toBe(0);
+
+    const cache = smallFilesystem('4m');
+    const dest = join(tempDir(), 'dest');
+    const r = sysroot(['pull', '--url', server.url, 'full/pull', dest], {
+      env: { SYSROOT_CACHE_DIR: cache },
+    });
+    expect(r.status, r.stderr).toBe(8);
+    expect(r.stderr).toMatch(/no space left/i);
+    expect(r.stderr).not.toMatch(/internal error/);
+    expect(existsSync(dest)).toBe(false);
+    // The cache's layout: packs/{tmp,commits,checkouts}/ and packs/<sha>.{pack,idx}.
+    expect(readdirSync(join(cache, 'packs', 'tmp'))).toEqual([]);
+    expect(readdirSync(join(cache, 'packs')).sort()).toEqual(['checkouts', 'commits', 'tmp']);
+
+    // With room, the same pull succeeds.
+    grow(cache, '64m');
+    const again = sysroot(['pull', '--url', server.url, 'full/pull', dest], {
+      env: { SYSROOT_CACHE_DIR: cache },
+    });
+    expect(again.status, again.stderr).toBe(0);
+    expect(readdirSync(join(dest))).toEqual(readdirSync(tree));
+    await server.stop();
   });
 
   it('a local `sysroot commit` into a full filesystem fails clearly and leaves nothing partial', async () => {
