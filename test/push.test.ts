@@ -92,6 +92,22 @@ function makeTree(version: string, extra: Record<string, string> = {}): string {
   return dir;
 }
 
+/** `src` committed by a local repository (`sysroot commit`), as `opts` ask; the caller closes it. */
+async function commitLocally(
+  src: string,
+  opts: Omit<Parameters<Repository['commit']>[0], 'rootTree' | 'rootMeta' | 'actor'>,
+): Promise<{ local: Repository; commit: string }> {
+  const local = await Repository.init(join(tempDir(), 'local'));
+  const imported = await importSource(local.objects, src, {});
+  const commit = await local.commit({
+    ...opts,
+    rootTree: imported.rootTree,
+    rootMeta: imported.rootMeta,
+    actor: 't',
+  });
+  return { local, commit };
+}
+
 async function cli(args: string[], env: NodeJS.ProcessEnv = {}) {
   const r = await sysrootAsync(args, env);
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
@@ -146,14 +162,7 @@ describe('push', () => {
     expect(log[0]).toMatchObject({ action: 'push', to: r.commit, from: null, reason: 'stage3 v1' });
 
     // The very same commit as a local commit of the same tree with the same options.
-    const local = await Repository.init(join(tempDir(), 'local'));
-    const imported = await importSource(local.objects, src, {});
-    const localCommit = await local.commit({
-      ...opts,
-      rootTree: imported.rootTree,
-      rootMeta: imported.rootMeta,
-      actor: 't',
-    });
+    const { local, commit: localCommit } = await commitLocally(src, opts);
     local.close();
     expect(r.commit).toBe(localCommit);
 
@@ -175,8 +184,7 @@ describe('push', () => {
     writeFileSync(join(src, 'bin/ro'), 'read only\n', { mode: 0o444 });
     writeFileSync(join(src, 'bin/xattr'), 'with an xattr\n');
     setAttributeSync(join(src, 'bin/xattr'), 'user.note', Buffer.from('kept'));
-    // Pass 1 guesses that files have no xattrs and the workers check (content.ts): a wrong guess on
-    // a file in a batch, on one sent alone (over BIG), and with two attributes, which sort by name.
+    // Xattrs on a file in a batch, on one sent alone (over BIG), and two on one file (sorted by name).
     setAttributeSync(join(src, 'lib/big-1.bin'), 'user.big', Buffer.from('big'));
     setAttributeSync(join(src, 'lib/f7.txt'), 'user.z', Buffer.from('last'));
     setAttributeSync(join(src, 'lib/f7.txt'), 'user.a', Buffer.from('first'));
@@ -184,14 +192,7 @@ describe('push', () => {
     for (let i = 0; i < 70; i++) symlinkSync(`../lib/f${i}.txt`, join(src, `bin/l${i}`));
     const ref = 'stage3-sysroot/mixed';
     const opts = { ref, subject: 'mixed', timestamp: 1_704_067_200 };
-    const local = await Repository.init(join(tempDir(), 'local'));
-    const imported = await importSource(local.objects, src, {});
-    const localCommit = await local.commit({
-      ...opts,
-      rootTree: imported.rootTree,
-      rootMeta: imported.rootMeta,
-      actor: 't',
-    });
+    const { local, commit: localCommit } = await commitLocally(src, opts);
     // What the server lacks (an earlier test may have stored a dirmeta): what the push must send.
     let lacking = 0;
     for await (const o of commitClosure(local.objects, localCommit)) {

@@ -106,17 +106,11 @@ const CHECK_CONCURRENCY = 32;
 export async function* commitClosure(objects: ObjectStore, commit: Checksum): AsyncGenerator<ObjectRef> {
   const c = decodeCommit(await objects.getMetadata(commit, 'commit'), objectId(commit, 'commit'));
   yield { checksum: commit, type: 'commit' };
-  // One set per type, keyed by the checksum strings the walk already holds: a key string per object
-  // ("<checksum>.<type>") cost ~4 MB more at the peak of a 1 GiB push (47,000 objects).
-  const seen = new Map<ObjectType, Set<Checksum>>();
+  const seen = new Set<string>();
   const once = (checksum: Checksum, type: ObjectType): boolean => {
-    let set = seen.get(type);
-    if (!set) {
-      set = new Set();
-      seen.set(type, set);
-    }
-    if (set.has(checksum)) return false;
-    set.add(checksum);
+    const k = `${checksum}.${type}`;
+    if (seen.has(k)) return false;
+    seen.add(k);
     return true;
   };
   const stack: Array<[Checksum, Checksum]> = [[c.rootTree, c.rootMeta]];

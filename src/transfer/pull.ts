@@ -226,7 +226,7 @@ async function* receive(
   })();
   let first = true;
   try {
-    const [, , { MAX_COLLECT, readPack }] = await loadWritingModules();
+    const { MAX_COLLECT, readPack } = (await loadWritingModules()).reader;
     for await (const ev of readPack(chunks, { collect: MAX_COLLECT })) {
       if (ev.type === 'record') {
         if (first && (ev.kind !== KIND.commit || ev.checksum !== commit)) {
@@ -279,22 +279,20 @@ function wrongCommit(
  * asked for the pack.
  */
 let writingModules:
-  | Promise<
-      [
-        typeof import('../checkout/checkout.js'),
-        typeof import('./pack-source.js'),
-        typeof import('../pack/reader.js'),
-        typeof import('../pack/pack-file.js'),
-      ]
-    >
+  | Promise<{
+      checkout: typeof import('../checkout/checkout.js');
+      packSource: typeof import('./pack-source.js');
+      reader: typeof import('../pack/reader.js');
+    }>
   | undefined;
-function loadWritingModules(): NonNullable<typeof writingModules> {
+function loadWritingModules() {
   writingModules ??= Promise.all([
     import('../checkout/checkout.js'),
     import('./pack-source.js'),
     import('../pack/reader.js'),
+    // Not used here: PackCache.source imports it for cached packs; loading it now is the point.
     import('../pack/pack-file.js'),
-  ]);
+  ]).then(([checkout, packSource, reader]) => ({ checkout, packSource, reader }));
   return writingModules;
 }
 
@@ -307,7 +305,9 @@ async function pullOnce(
   target: string,
   progress: Progress,
 ): Promise<PullResult> {
-  const [{ checkoutCommit }, { IncomingPack }] = await loadWritingModules();
+  const { checkout, packSource } = await loadWritingModules();
+  const { checkoutCommit } = checkout;
+  const { IncomingPack } = packSource;
   let written = 0;
   let wrote = 0;
   const onProgress = (p: { files: number; bytes: number }): void => {
