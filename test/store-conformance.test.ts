@@ -113,7 +113,7 @@ describe('FsBlobStore conditional replace across processes', () => {
       // plain Node 20 cannot import .ts, and dist/ may be older than the source under test.
       const build = join(dir, 'build');
       await mkdir(join(build, 'store'), { recursive: true });
-      for (const file of ['errors.ts', 'store/fs-blob-store.ts']) {
+      for (const file of ['errors.ts', 'store/fs-blob-store.ts', 'store/fs-batch-writer.ts']) {
         const source = await readFile(fileURLToPath(new URL(`../src/${file}`, import.meta.url)), 'utf8');
         const js = ts.transpileModule(source, {
           compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
@@ -139,6 +139,29 @@ describe('FsBlobStore conditional replace across processes', () => {
       expect(wins).toHaveLength(1);
       expect((await store.read('refs/heads/main'))?.toString()).toMatch(/^p\d-\d$/);
       expect(await store.stat('sysroot/lock')).toBeUndefined();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('FsBlobStore.existsMany (synchronous stats on the store worker)', () => {
+  it('answers false under a path component that is a file (ENOTDIR), and E_IO for other errors', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'sysroot-exists-'));
+    try {
+      const store = new FsBlobStore(dir);
+      await store.createOnce('objects/ab/file.filez', Buffer.from('x'));
+      expect(await store.existsMany(['objects/ab/file.filez/below', 'objects/ab/file.filez'])).toEqual([
+        false,
+        true,
+      ]);
+      // A name longer than NAME_MAX (255) is no "missing" answer: the store cannot tell.
+      const e = await store.existsMany([`objects/ab/${'n'.repeat(300)}`]).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(isRegistryError(e, 'E_IO')).toBe(true);
+      expect((e as Error).message).toContain('ENAMETOOLONG');
     } finally {
       await rm(dir, { recursive: true, force: true });
     }

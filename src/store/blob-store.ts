@@ -42,6 +42,12 @@ export interface BlobStore {
   /** Byte range [start, end) of a blob, streamed; clamped to the blob's size. Undefined if missing. */
   readStream(key: string, range?: { start: number; end: number }): Promise<AsyncIterable<Buffer> | undefined>;
   stat(key: string): Promise<BlobStat | undefined>;
+  /**
+   * Whether each of `keys` exists, as `stat` would say, for stores that answer many keys cheaper
+   * than one stat each (a directory: synchronous stats on a worker thread). Optional: callers fall
+   * back to `stat`.
+   */
+  existsMany?(keys: readonly string[]): Promise<boolean[]>;
   /** Write-once. Returns false, writing nothing, if the key exists already. */
   createOnce(key: string, data: Buffer | AsyncIterable<Buffer>): Promise<boolean>;
   /**

@@ -49,8 +49,8 @@ function worker(): NonNullable<typeof shared> {
   const w = new Worker(new URL('./fs-write-worker.js', import.meta.url));
   const s = { worker: w, next: 1, waiting: new Map<number, Waiting>() };
   w.unref();
-  w.on('message', (m: { id: number; results: Result[]; buf: ArrayBuffer }) => {
-    if (m.buf.byteLength === BUFFER_SIZE && spare.length < MAX_INFLIGHT + 1) spare.push(m.buf);
+  w.on('message', (m: { id: number; results: Result[]; buf?: ArrayBuffer }) => {
+    if (m.buf?.byteLength === BUFFER_SIZE && spare.length < MAX_INFLIGHT + 1) spare.push(m.buf);
     const done = s.waiting.get(m.id);
     s.waiting.delete(m.id);
     if (s.waiting.size === 0) w.unref();
@@ -66,6 +66,39 @@ function worker(): NonNullable<typeof shared> {
   w.on('exit', (code) => fail(new Error(`exited with code ${code}`)));
   shared = s;
   return s;
+}
+
+/** Keys per existence request: ~30 ms of stats, so a concurrent upload's writes wait no longer. */
+const EXISTS_BATCH = 4096;
+
+/**
+ * Which of `keys` under `root` are regular files (FsBlobStore.existsMany). Asking a push's ~6,100
+ * objects one async stat at a time (32 in flight) took ~100 ms of the server's main thread on a
+ * fresh repository; synchronous stats in the worker take ~45 ms there, and none here.
+ */
+export async function existsInWorker(root: string, keys: readonly string[]): Promise<boolean[]> {
+  const out: boolean[] = [];
+  for (let i = 0; i < keys.length; i += EXISTS_BATCH) {
+    const part = keys.slice(i, i + EXISTS_BATCH);
+    const s = worker();
+    const id = s.next++;
+    const results = await new Promise<Result[]>((resolve, reject) => {
+      s.waiting.set(id, { resolve, reject });
+      s.worker.ref();
+      s.worker.postMessage({ id, op: 'exists', root, keys: part });
+    });
+    part.forEach((key, j) => {
+      const r = results[j];
+      if (typeof r !== 'boolean') {
+        throw new RegistryError('E_IO', `${key}: ${r?.message ?? 'not checked'}`, {
+          path: key,
+          errno: r?.code,
+        });
+      }
+      out.push(r);
+    });
+  }
+  return out;
 }
 
 export class FsBatchWriter {

@@ -32,6 +32,7 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoCode, noSpaceError, RegistryError } from '../errors.js';
 import type { BlobStat, BlobStore, ReplaceOptions } from './blob-store.js';
+import { existsInWorker } from './fs-batch-writer.js';
 
 const LOCK_KEY = 'sysroot/lock';
 /** Ref moves take milliseconds; 30 s of waiting for the lock means something is badly wrong. */
@@ -135,6 +136,10 @@ export class FsBlobStore implements BlobStore {
   async stat(key: string): Promise<BlobStat | undefined> {
     const s = await this.statFile(key, this.path(key));
     return s && { size: Number(s.size), mtimeMs: Number(s.mtimeNs) / 1e6, etag: etagOf(s) };
+  }
+
+  existsMany(keys: readonly string[]): Promise<boolean[]> {
+    return existsInWorker(this.root, keys);
   }
 
   /** lstat-free stat of a regular file, undefined if absent or not a file. */

@@ -1,7 +1,7 @@
 // @ts-check
 /**
- * Write-once of many small blobs with synchronous syscalls, off the main thread (fs-batch-writer.ts
- * is the other side). Plain JavaScript for the same reason as src/import/hash-worker.js: vitest runs
+ * Write-once of many small blobs, and existence checks of many keys, with synchronous syscalls, off
+ * the main thread (fs-batch-writer.ts is the other side). Plain JavaScript for the same reason as src/import/hash-worker.js: vitest runs
  * the TypeScript sources, and Node 20 cannot start a worker from a .ts file.
  *
  * Each blob: open(tmp, O_EXCL) + write + close, link(2) to its key (EEXIST: it exists, nothing is
@@ -10,9 +10,13 @@
  * Request {id, root, tmpDir, keys, ends, buf}: blob i is buf[ends[i-1] .. ends[i]).
  * Answer {id, results, buf}: per blob true (created), false (existed) or {message, code}; buf is
  * transferred back for reuse.
+ *
+ * Request {id, op: 'exists', root, keys}. Answer {id, results}: per key true (a regular file is
+ * there), false (nothing: ENOENT or ENOTDIR, or not a regular file) or {message, code}, as
+ * FsBlobStore.stat decides.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, linkSync, mkdirSync, openSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, linkSync, mkdirSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parentPort, threadId } from 'node:worker_threads';
 
@@ -44,11 +48,28 @@ function linkOnce(tmp, dest) {
   }
 }
 
+/** @param {string} root @param {string[]} keys */
+function exists(root, keys) {
+  return keys.map((key) => {
+    try {
+      return statSync(join(root, key), { throwIfNoEntry: false })?.isFile() ?? false;
+    } catch (e) {
+      const err = /** @type {NodeJS.ErrnoException} */ (e);
+      if (err.code === 'ENOTDIR') return false;
+      return { message: err.message, code: err.code };
+    }
+  });
+}
+
 port.on(
   'message',
   (
-    /** @type {{ id: number, root: string, tmpDir: string, keys: string[], ends: number[], buf: ArrayBuffer }} */ m,
+    /** @type {{ id: number, op?: 'exists', root: string, tmpDir: string, keys: string[], ends: number[], buf: ArrayBuffer }} */ m,
   ) => {
+    if (m.op === 'exists') {
+      port.postMessage({ id: m.id, results: exists(m.root, m.keys) });
+      return;
+    }
     const bytes = new Uint8Array(m.buf);
     /** @type {(boolean | { message: string, code?: string })[]} */
     const results = [];

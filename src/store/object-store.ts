@@ -229,11 +229,30 @@ function drainedOrClosed(s: InflateRaw): Promise<void> {
   });
 }
 
+/** Stats in flight for hasMany on a store without existsMany (S3: HEAD requests). */
+const HAS_CONCURRENCY = 32;
+
 export class ObjectStore {
   constructor(readonly blobs: BlobStore) {}
 
   async has(checksum: Checksum, type: ObjectType): Promise<boolean> {
     return (await this.blobs.stat(objectPath(checksum, type))) !== undefined;
+  }
+
+  /** has() for many objects: in one go where the store can (BlobStore.existsMany), else 32 stats at a time. */
+  async hasMany(objects: readonly { checksum: Checksum; type: ObjectType }[]): Promise<boolean[]> {
+    if (this.blobs.existsMany)
+      return this.blobs.existsMany(objects.map((o) => objectPath(o.checksum, o.type)));
+    const out = new Array<boolean>(objects.length);
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < objects.length) {
+        const i = next++;
+        out[i] = await this.has(objects[i]!.checksum, objects[i]!.type);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(HAS_CONCURRENCY, objects.length) }, worker));
+    return out;
   }
 
   /** The stored bytes, unverified: for serving and for fsck, which verify themselves. */

@@ -260,6 +260,35 @@ export function blobStoreConformance(name: string, make: () => Promise<StoreUnde
       expect(await store.stat(objectPath(csum, 'file'))).toBeUndefined();
     });
 
+    it('answers hasMany as has would, one answer per object in order, also past a worker batch', async () => {
+      const objects = new ObjectStore(store);
+      // More than one existence request of the directory store's worker (4096 keys); S3 asks with HEADs.
+      const n = store.existsMany ? 4200 : 120;
+      const refs = Array.from({ length: n }, (_, i) => ({
+        checksum: createHash('sha256').update(`object ${i}`).digest('hex'),
+        type: i % 3 === 0 ? ('dirtree' as const) : ('file' as const),
+      }));
+      const stored = new Set([0, 1, 7, 8, 64, n - 1]);
+      for (const i of stored)
+        await store.createOnce(objectPath(refs[i]!.checksum, refs[i]!.type), Buffer.from('x'));
+      // The same checksum as another type is a different object.
+      const otherType = { checksum: refs[1]!.checksum, type: 'dirmeta' as const };
+      const answers = await objects.hasMany([...refs, otherType]);
+      expect(answers).toEqual([...refs.map((_, i) => stored.has(i)), false]);
+      for (const i of [0, 2, 7, n - 1])
+        expect(await objects.has(refs[i]!.checksum, refs[i]!.type)).toBe(answers[i]);
+      expect(await objects.hasMany([])).toEqual([]);
+      if (store.existsMany) {
+        // A "directory" (a prefix of stored keys) is no blob, as stat says.
+        const dir = objectPath(refs[0]!.checksum, refs[0]!.type).split('/').slice(0, 2).join('/');
+        expect(await store.stat(dir)).toBeUndefined();
+        expect(await store.existsMany([dir, objectPath(refs[0]!.checksum, refs[0]!.type)])).toEqual([
+          false,
+          true,
+        ]);
+      }
+    }, 60_000);
+
     it('serves a presigned GET when it offers one', async () => {
       if (!store.presignGet) return;
       await store.createOnce('presigned/blob', Buffer.from('public for a minute'));
