@@ -31,9 +31,10 @@ function readVersion(): string {
  * showed compiling a third of its CPU: of 1.44 s for a push of v2, 0.33 s on V8's background
  * threads and 0.2 s on the main thread and the workers, on the same 2 cores as the work. With 8x
  * the budget only the really hot functions are optimised, later (medians of 8 alternating runs,
- * 2026-11-25): cold pull 0.685 → 0.66 s and 0.92 → 0.80 s of CPU, push v2 0.69 → 0.675 s and
- * 0.91 → 0.80 s. A pull of the 1 GiB tree (~4.4 s) took the same time and CPU: its loops still get
- * optimised. `sysroot serve` keeps V8's default: it runs for days.
+ * 2026-11-25): cold pull 0.78 → 0.75 s and 0.99 → 0.88 s of CPU, a pull served from the cache
+ * 0.685 → 0.66 s and 0.92 → 0.80 s, push v2 0.69 → 0.675 s and 0.91 → 0.80 s. A pull of the
+ * 1 GiB tree (~4.4 s) took the same time and CPU: its loops still get optimised. `sysroot serve`
+ * keeps V8's default: it runs for days.
  */
 const SHORT_RUN_INTERRUPT_BUDGET = 8 * 67_584;
 
