@@ -8,6 +8,9 @@
  * CPU in them, on top of the ~0.7 s it needs to verify the records. In the worker the syscalls run
  * back to back on the other core while the main thread verifies the next records.
  *
+ * The same worker answers existence checks of many keys at once (existsInWorker, behind
+ * FsBlobStore.existsMany): the "which objects do you lack" query of a push.
+ *
  * One worker per process, started on first use and unref'd (it never keeps the process alive).
  */
 import { dirname } from 'node:path';

@@ -1,8 +1,9 @@
 // @ts-check
 /**
  * Write-once of many small blobs, and existence checks of many keys, with synchronous syscalls, off
- * the main thread (fs-batch-writer.ts is the other side). Plain JavaScript for the same reason as src/import/hash-worker.js: vitest runs
- * the TypeScript sources, and Node 20 cannot start a worker from a .ts file.
+ * the main thread (fs-batch-writer.ts is the other side). Plain JavaScript for the same reason as
+ * src/import/hash-worker.js: vitest runs the TypeScript sources, and Node 20 cannot start a worker
+ * from a .ts file.
  *
  * Each blob: open(tmp, O_EXCL) + write + close, link(2) to its key (EEXIST: it exists, nothing is
  * replaced), unlink(tmp) — FsBlobStore.createOnce's steps, without a libuv round trip per call.
