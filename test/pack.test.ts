@@ -1057,6 +1057,21 @@ describe('PackWriter', () => {
     expect(alone.summary.index.frames).toHaveLength(12);
   });
 
+  it('without an index writes the same bytes and summary, less the records, and still refuses duplicates', async () => {
+    const objs = everyKind();
+    const full = await writePack(objs, { threads: false });
+    const bare = await writePack(objs, { threads: false, index: false });
+    expect(bare.pack.equals(full.pack)).toBe(true);
+    expect(bare.summary).toEqual({ ...full.summary, index: { ...full.summary.index, records: [] } });
+    expect(bare.summary.records).toBe(objs.length);
+    const w = new PackWriter(async () => {}, { index: false });
+    const [commit] = objs;
+    await w.add(commit!.kind, commit!.checksum, commit!.payload);
+    // The same checksum as another kind is another record (a commit and its commitmeta share one).
+    await w.add(KIND.commitmeta, commit!.checksum, Buffer.from('not hashed'));
+    await failsWith(w.add(commit!.kind, commit!.checksum, commit!.payload), 'E_USAGE');
+  });
+
   it('refuses duplicates, bad kinds, bad checksums, overlapping calls and use after finish', async () => {
     const [commit] = everyKind();
     const w = new PackWriter(async () => {});

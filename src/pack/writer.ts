@@ -51,6 +51,12 @@ export interface PackWriterOptions {
    * filling the next one. Default true; the bytes are the same either way.
    */
   threads?: boolean;
+  /**
+   * Keep every record's place for the summary's index (default true). A writer whose pack is sent
+   * and never read back by index (a push) turns it off: the 1 GiB bench tree has 47,000 records.
+   * The summary's `index.records` is then empty; its checksum and frames are still right.
+   */
+  index?: boolean;
 }
 
 export interface PackSummary {
@@ -109,7 +115,10 @@ export class PackWriter {
   private hashPayload = false;
   private readonly frames: FrameInfo[] = [];
   private readonly records: RecordInfo[] = [];
-  private readonly seen = new Set<string>();
+  private readonly keepIndex: boolean;
+  private recordCount = 0;
+  /** Checksums put so far, by kind: the caller's own strings, no new key per record. */
+  private readonly seen = new Map<RecordKind, Set<Checksum>>();
   private compressedBytes = 0;
   private rawBytes = 0;
   private busy = false;
@@ -122,6 +131,7 @@ export class PackWriter {
   ) {
     this.level = zstdLevel(opts.level);
     this.threads = opts.threads ?? true;
+    this.keepIndex = opts.index ?? true;
     PACK_MAGIC.copy(this.frame, 0);
     this.fill = PACK_MAGIC.length;
   }
@@ -183,7 +193,7 @@ export class PackWriter {
       while (this.inflight.length > 0) await this.emit();
       this.finished = true;
       return {
-        records: this.records.length,
+        records: this.recordCount,
         bytes: this.compressedBytes,
         rawBytes: this.rawBytes,
         index: { checksum: digest.toString('hex'), frames: this.frames, records: this.records },
@@ -216,14 +226,20 @@ export class PackWriter {
         found: String(length),
       });
     }
-    const key = `${kind}${checksum}`;
-    if (this.seen.has(key)) {
+    let seen = this.seen.get(kind);
+    if (!seen) {
+      seen = new Set();
+      this.seen.set(kind, seen);
+    }
+    if (seen.has(checksum)) {
       throw new RegistryError('E_USAGE', `pack writer: ${recordId(kind, checksum)} is already in the pack`, {
         object: recordId(kind, checksum),
       });
     }
-    this.seen.add(key);
-    this.records.push({ kind, checksum, frame: this.framesCut, offset: this.fill, length });
+    seen.add(checksum);
+    this.recordCount++;
+    if (this.keepIndex)
+      this.records.push({ kind, checksum, frame: this.framesCut, offset: this.fill, length });
     const header = encodeRecordHeader(kind, Buffer.from(checksum, 'hex'), length);
     this.hash.update(header);
     this.hashPayload = false;

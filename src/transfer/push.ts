@@ -295,7 +295,7 @@ export async function push(
         out.on('error', () => {});
         // Store (level 0) on this thread: ~0.1 s of CPU for the 54 MB of a sysroot's .filez, not
         // worth the memory of the zstd pool's two workers.
-        const pack = new PackWriter(writableSink(out), { level: 0, threads: false });
+        const pack = new PackWriter(writableSink(out), { level: 0, threads: false, index: false });
         (async () => {
           for await (const f of tree.filez(files)) {
             if (Buffer.isBuffer(f.body)) await pack.add(KIND.filez, f.checksum, f.body);
