@@ -42,6 +42,7 @@ import { chmod, copyFile, type FileHandle, lstat, mkdir, open, readdir, rename, 
 import { basename, dirname, join, resolve } from 'node:path';
 import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import { errnoCode, RegistryError } from '../errors.js';
+import { mapLimit } from '../map-limit.js';
 import {
   type Checksum,
   type DirMeta,
@@ -56,7 +57,7 @@ import {
 import { ObjectStore } from '../store/object-store.js';
 import { Budget, type Content, ioError, loadContent, readMetadata } from './content.js';
 import type { CheckoutSource } from './source.js';
-import { mapLimit, memo, mergedEntries } from './walk.js';
+import { memo, mergedEntries } from './walk.js';
 
 /**
  * The mtime (and atime) of every checked-out file, directory and symlink: 0, i.e.

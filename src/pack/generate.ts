@@ -26,7 +26,7 @@
  */
 
 import { Budget, type Content, loadContent, readMetadata } from '../checkout/content.js';
-import { mapLimit } from '../checkout/walk.js';
+import { mapLimit } from '../map-limit.js';
 import {
   type Checksum,
   contentHashPrefix,

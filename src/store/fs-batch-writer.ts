@@ -71,6 +71,17 @@ function worker(): NonNullable<typeof shared> {
   return s;
 }
 
+/** One request to the worker (an id is added), answered by its per-key results. */
+function ask(message: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<Result[]> {
+  const s = worker();
+  const id = s.next++;
+  return new Promise<Result[]>((resolve, reject) => {
+    s.waiting.set(id, { resolve, reject });
+    s.worker.ref();
+    s.worker.postMessage({ ...message, id }, transfer);
+  });
+}
+
 /** Keys per existence request: ~30 ms of stats, so a concurrent upload's writes wait no longer. */
 const EXISTS_BATCH = 4096;
 
@@ -83,13 +94,7 @@ export async function existsInWorker(root: string, keys: readonly string[]): Pro
   const out: boolean[] = [];
   for (let i = 0; i < keys.length; i += EXISTS_BATCH) {
     const part = keys.slice(i, i + EXISTS_BATCH);
-    const s = worker();
-    const id = s.next++;
-    const results = await new Promise<Result[]>((resolve, reject) => {
-      s.waiting.set(id, { resolve, reject });
-      s.worker.ref();
-      s.worker.postMessage({ id, op: 'exists', root, keys: part });
-    });
+    const results = await ask({ op: 'exists', root, keys: part });
     part.forEach((key, j) => {
       const r = results[j];
       if (typeof r !== 'boolean') {
@@ -148,23 +153,10 @@ export class FsBatchWriter {
     this.inflight++;
     try {
       this.tmpDir ??= dirname(await this.store.tempPath());
-      const s = worker();
-      const id = s.next++;
-      const results = await new Promise<Result[]>((resolve, reject) => {
-        s.waiting.set(id, { resolve, reject });
-        s.worker.ref();
-        s.worker.postMessage(
-          {
-            id,
-            root: this.store.root,
-            tmpDir: this.tmpDir,
-            keys: batch.map((p) => p.key),
-            ends,
-            buf: buf.buffer,
-          },
-          [buf.buffer],
-        );
-      });
+      const results = await ask(
+        { root: this.store.root, tmpDir: this.tmpDir, keys: batch.map((p) => p.key), ends, buf: buf.buffer },
+        [buf.buffer],
+      );
       batch.forEach((p, i) => {
         const r = results[i];
         if (typeof r === 'boolean') p.resolve(r);

@@ -8,6 +8,7 @@
 import { createHash } from 'node:crypto';
 import { createInflateRaw, type InflateRaw, inflateRawSync } from 'node:zlib';
 import { RegistryError } from '../errors.js';
+import { mapLimit } from '../map-limit.js';
 import {
   type Checksum,
   contentHashPrefix,
@@ -243,16 +244,7 @@ export class ObjectStore {
   async hasMany(objects: readonly { checksum: Checksum; type: ObjectType }[]): Promise<boolean[]> {
     if (this.blobs.existsMany)
       return this.blobs.existsMany(objects.map((o) => objectPath(o.checksum, o.type)));
-    const out = new Array<boolean>(objects.length);
-    let next = 0;
-    const worker = async (): Promise<void> => {
-      while (next < objects.length) {
-        const i = next++;
-        out[i] = await this.has(objects[i]!.checksum, objects[i]!.type);
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(HAS_CONCURRENCY, objects.length) }, worker));
-    return out;
+    return mapLimit(objects, HAS_CONCURRENCY, (o) => this.has(o.checksum, o.type));
   }
 
   /** The stored bytes, unverified: for serving and for fsck, which verify themselves. */

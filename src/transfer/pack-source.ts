@@ -189,7 +189,7 @@ function header(checksum: Checksum, payload: Buffer) {
  */
 export class IncomingPack implements CheckoutSource {
   private readonly meta = new Map<string, Buffer>();
-  /** Dirtrees the reader decoded while verifying them, by checksum. */
+  /** Dirtrees, decoded (their bytes are not kept: readMetadata encodes them back), by checksum. */
   private readonly trees = new Map<Checksum, DirTree>();
   private readonly events: AsyncIterator<PackEvent>;
   /** The first content record's event, read while looking for metadata. */
@@ -216,8 +216,6 @@ export class IncomingPack implements CheckoutSource {
     for (;;) {
       const tree = this.trees.get(checksum);
       if (tree) return tree;
-      const bytes = this.meta.get(KIND.dirtree + checksum);
-      if (bytes) return decodeDirTree(bytes, objectId(checksum, 'dirtree'));
       await this.more(checksum, 'dirtree');
     }
   }
@@ -265,10 +263,16 @@ export class IncomingPack implements CheckoutSource {
         cur?.parts.push(ev.chunk);
       } else if (ev.type === 'verified') {
         if (cur) {
-          // A dirtree the reader decoded is kept as that alone: the 1 GiB bench tree's 6,400
-          // dirtrees held their bytes twice over, decoded and raw (slices of 1 MiB decode buffers).
-          if (ev.tree) this.trees.set(cur.checksum, ev.tree);
-          else this.meta.set(cur.key, cur.parts.length === 1 ? cur.parts[0]! : Buffer.concat(cur.parts));
+          const { parts } = cur;
+          const bytes = (): Buffer => (parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+          // A dirtree is kept decoded alone (the reader decoded it to verify it): the 1 GiB bench
+          // tree's 6,400 dirtrees held their bytes twice over, decoded and raw.
+          if (cur.kind === KIND.dirtree) {
+            this.trees.set(
+              cur.checksum,
+              ev.tree ?? decodeDirTree(bytes(), objectId(cur.checksum, 'dirtree')),
+            );
+          } else this.meta.set(cur.key, bytes());
           this.received++;
         }
         return;
