@@ -17,6 +17,7 @@ import { type Checksum, type ObjectType, objectId, objectPath } from '../objects
 import { type RefLogRecord, refLogRecordSchema } from '../repo/reflog.js';
 import { assertRef } from '../repo/refs.js';
 import type { ObjectRef } from '../store/object-store.js';
+import { type HttpAnswer, type StreamedBody, send } from './http.js';
 
 export interface ClientOptions {
   /** Bearer token; default $SYSROOT_TOKEN. An empty string means "no token". */
@@ -141,7 +142,7 @@ function codeForStatus(status: number): ErrorCode {
   return 'E_IO';
 }
 
-/** "ECONNREFUSED" or the like, from undici's `TypeError('fetch failed', { cause })`. */
+/** "ECONNREFUSED" or the like, from a socket error (or an error with a cause chain). */
 function describeTransportError(e: unknown): string {
   const parts: string[] = [];
   let cur: unknown = e;
@@ -196,7 +197,7 @@ interface RequestSpec {
 }
 
 /** What one attempt does with a successful (2xx) answer; it runs inside the retry loop. */
-type Consume<T> = (res: Response, touch: () => void) => Promise<T>;
+type Consume<T> = (res: HttpAnswer, touch: () => void) => Promise<T>;
 
 export class RegistryClient {
   readonly base: string;
@@ -258,36 +259,22 @@ export class RegistryClient {
     const idle = new IdleTimer(this.idleTimeoutMs);
     const headers: Record<string, string> = { 'user-agent': 'sysroot-registry' };
     if (this.#token) headers.authorization = `Bearer ${this.#token}`;
-    let body: Uint8Array<ArrayBuffer> | ReadableStream<Uint8Array> | undefined;
-    let streamed = false;
+    let body: Buffer | StreamedBody | undefined;
     if (spec.json !== undefined) {
       headers['content-type'] = 'application/json';
-      body = bodyBytes(Buffer.from(JSON.stringify(spec.json)));
+      body = Buffer.from(JSON.stringify(spec.json));
     } else if (Buffer.isBuffer(spec.body)) {
       headers['content-type'] = 'application/octet-stream';
-      body = bodyBytes(spec.body);
+      body = spec.body;
     } else if (spec.body) {
-      streamed = true;
       headers['content-type'] = 'application/octet-stream';
       if (spec.contentLength !== undefined) headers['content-length'] = String(spec.contentLength);
-      const source = spec.body();
       // Touch the idle timer on every chunk sent, so a long upload that is moving is not aborted.
-      body = uploadStream(source, () => idle.touch());
+      body = { source: spec.body(), onChunk: () => idle.touch() };
     }
-    let res: Response;
+    let res: HttpAnswer;
     try {
-      res = await fetch(spec.url, {
-        method: spec.method,
-        headers,
-        body: body ?? null,
-        signal: idle.signal,
-        // Node's fetch requires duplex 'half' for a streamed request body. redirect 'error' too: with
-        // 'follow', Node 20's undici (6.24) tees the body for a redirect it could never replay, and the
-        // unread branch keeps every byte sent: 465 MB RSS to push one 384 MiB object, ~130 MB with
-        // this (nodejs/undici#4058; fixed in undici by #5456, June 2026). A streamed PUT has no
-        // redirect to follow anyway: undici cannot resend a stream.
-        ...(streamed ? { duplex: 'half' as const, redirect: 'error' as const } : {}),
-      });
+      res = await send({ method: spec.method, url: spec.url, headers, body, signal: idle.signal });
     } catch (e) {
       idle.stop();
       const why = idle.signal.aborted
@@ -311,7 +298,7 @@ export class RegistryClient {
           res.status !== 507 &&
           err.code !== 'E_CORRUPT_OBJECT'
         ) {
-          const ra = Number(res.headers.get('retry-after'));
+          const ra = Number(res.header('retry-after'));
           throw new TransientError(
             `HTTP ${res.status}`,
             err,
@@ -435,8 +422,8 @@ export class RegistryClient {
         body,
         ...(size !== undefined && !Buffer.isBuffer(body) ? { contentLength: size } : {}),
       },
-      async (res) => {
-        await res.arrayBuffer().catch(() => undefined);
+      async (res, touch) => {
+        await readBody(res, { touch }, 64 * 1024).catch(() => undefined);
         return res.status === 201;
       },
     );
@@ -453,8 +440,13 @@ export class RegistryClient {
   ): Promise<{ records: number; stored: number; existing: number; bytes: number }> {
     return this.request(
       { method: 'POST', url: this.apiUrl('packs'), what: 'POST /api/v1/packs', body, ...opts },
-      async (res) =>
-        (await res.json()) as { records: number; stored: number; existing: number; bytes: number },
+      async (res, touch) =>
+        JSON.parse(await readText(res, { touch }, 1024 * 1024)) as {
+          records: number;
+          stored: number;
+          existing: number;
+          bytes: number;
+        },
     );
   }
 
@@ -476,7 +468,7 @@ export class RegistryClient {
   async fetchObject<T>(
     checksum: Checksum,
     type: ObjectType,
-    consume: (res: Response, touch: () => void) => Promise<T>,
+    consume: (res: HttpAnswer, touch: () => void) => Promise<T>,
   ): Promise<T> {
     const path = objectPath(checksum, type);
     try {
@@ -497,39 +489,6 @@ export class RegistryClient {
   }
 }
 
-/**
- * A streamed request body that pulls one chunk from `source` per chunk fetch asks for, and stops the
- * source when fetch cancels it. Not Readable.toWeb(Readable.from(…)): when the server answers before
- * the body is all sent (a 400 for a corrupt record, a 507 for a full disk) fetch cancels the stream,
- * and Node 20's adapter then still enqueues the chunk in flight into the closed controller — an
- * uncaught ERR_INVALID_STATE that killed `sysroot push` instead of reporting the server's answer.
- */
-function uploadStream(source: AsyncIterable<Uint8Array>, onChunk: () => void): ReadableStream<Uint8Array> {
-  const it = source[Symbol.asyncIterator]();
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        const n = await it.next();
-        if (n.done) {
-          controller.close();
-          return;
-        }
-        onChunk();
-        controller.enqueue(n.value);
-      },
-      async cancel() {
-        await it.return?.();
-      },
-    },
-    { highWaterMark: 0 },
-  );
-}
-
-/** A Buffer as fetch's body type (Node buffers are never backed by a SharedArrayBuffer here). */
-function bodyBytes(b: Buffer): Uint8Array<ArrayBuffer> {
-  return new Uint8Array(b.buffer as ArrayBuffer, b.byteOffset, b.byteLength);
-}
-
 function checksumField(v: unknown, what: string): Checksum {
   if (typeof v !== 'string' || !/^[0-9a-f]{64}$/.test(v)) {
     throw new RegistryError('E_IO', `${what}: the answer holds no valid commit checksum`, {
@@ -541,30 +500,29 @@ function checksumField(v: unknown, what: string): Checksum {
 
 /** Read a whole body, at most `limit` bytes (a bigger body is an error, not a memory blow-up). */
 export async function readBody(
-  res: Response,
+  res: HttpAnswer,
   idle: { touch(): void },
   limit: number,
   what?: string,
 ): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
-  if (!res.body) return Buffer.alloc(0);
   for await (const c of res.body) {
     idle.touch();
     n += c.length;
     if (n > limit) {
-      await res.body.cancel().catch(() => undefined);
+      res.cancel();
       throw new RegistryError('E_LIMIT', `${what ?? 'answer'} is larger than ${limit} bytes`, {
         expected: `≤ ${limit} bytes`,
         found: `> ${limit} bytes`,
       });
     }
-    chunks.push(Buffer.from(c));
+    chunks.push(c);
   }
   return Buffer.concat(chunks);
 }
 
-async function readText(res: Response, idle: { touch(): void }, limit: number): Promise<string> {
+async function readText(res: HttpAnswer, idle: { touch(): void }, limit: number): Promise<string> {
   return (await readBody(res, idle, limit)).toString('utf8');
 }
 

@@ -41,6 +41,7 @@ import type { PackEvent } from '../pack/index.js';
 import { assertRef } from '../repo/refs.js';
 import { type TrustedKeys, verifyCommit } from '../sign/verify.js';
 import { type ClientOptions, RegistryClient } from './client.js';
+import type { HttpAnswer } from './http.js';
 import { type CommitEntry, PackCache, type PackTemp } from './pack-cache.js';
 import type { IncomingPack } from './pack-source.js';
 import { type Progress, silentProgress } from './progress.js';
@@ -206,7 +207,7 @@ function packPath(commit: Checksum, from: CommitEntry | undefined): string {
  * a connection lost halfway is passed on as it is, for the client to retry the request.
  */
 async function* receive(
-  res: Response,
+  res: HttpAnswer,
   temp: PackTemp,
   commit: Checksum,
   spec: PullSpec,
@@ -215,7 +216,6 @@ async function* receive(
   touch: () => void,
 ): AsyncGenerator<PackEvent> {
   const body = res.body;
-  if (!body) throw new RegistryError('E_BAD_PACK', 'bad pack: the answer has no body', { url: base });
   const chunks = (async function* () {
     for await (const c of body) {
       touch();
@@ -360,7 +360,7 @@ async function pullOnce(
         return await done(r, { objects: incoming.received, bytes: temp.bytes }, incoming.fromBase);
       } finally {
         await temp.drop();
-        await res.body?.cancel().catch(() => undefined);
+        res.cancel();
       }
     });
   };
