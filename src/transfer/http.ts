@@ -6,12 +6,12 @@
  * CPU to receive one 44 MB pack (163 ms against 62 ms; medians of 4 alternating runs over loopback).
  * A cold pull is ~0.75 s, so that was a sixth of the client's CPU.
  *
- * What fetch did for us and this does too: keep-alive connections (Node's global agents), redirects
+ * What fetch did for us and this does too: keep-alive connections (agents of our own), redirects
  * of bodiless requests (a node serving objects from a bucket answers 307 to a presigned URL; the
  * Authorization header is dropped when the origin changes, as fetch does), an AbortSignal that
  * stops the request and its body, and request bodies streamed with backpressure.
  */
-import type { ClientRequest, IncomingHttpHeaders, IncomingMessage, RequestOptions } from 'node:http';
+import type { Agent, ClientRequest, IncomingHttpHeaders, IncomingMessage, RequestOptions } from 'node:http';
 
 /** A request body streamed from `source`; `onChunk` runs as each chunk is handed to the socket. */
 export interface StreamedBody {
@@ -41,16 +41,33 @@ export interface HttpAnswer {
 const MAX_REDIRECTS = 5;
 
 type HttpModule = typeof import('node:http');
-let httpModule: HttpModule | undefined;
-let httpsModule: HttpModule | undefined;
+interface Transport {
+  mod: HttpModule;
+  agent: Agent;
+}
+let httpTransport: Transport | undefined;
+let httpsTransport: Transport | undefined;
 
-async function moduleFor(protocol: string): Promise<HttpModule> {
+/**
+ * node:http or node:https, each with an agent of our own. Not Node's global agents: they give every
+ * socket a 5 s timeout, and a request may rightly be quiet for longer (a big file deflated before
+ * the pack's first byte, a server generating a GiB-sized pack from a bucket). Idleness is the
+ * client's IdleTimer's business (60 s by default). Idle pooled sockets are unref'd by the agent, so
+ * they never keep the process alive.
+ */
+async function transportFor(protocol: string): Promise<Transport> {
   if (protocol === 'https:') {
-    httpsModule ??= (await import('node:https')) as unknown as HttpModule;
-    return httpsModule;
+    if (!httpsTransport) {
+      const mod = (await import('node:https')) as unknown as HttpModule & typeof import('node:https');
+      httpsTransport = { mod, agent: new mod.Agent({ keepAlive: true }) };
+    }
+    return httpsTransport;
   }
-  httpModule ??= await import('node:http');
-  return httpModule;
+  if (!httpTransport) {
+    const mod = await import('node:http');
+    httpTransport = { mod, agent: new mod.Agent({ keepAlive: true }) };
+  }
+  return httpTransport;
 }
 
 class Answer implements HttpAnswer {
@@ -107,11 +124,11 @@ function isRedirect(status: number): boolean {
 }
 
 async function once(url: URL, req: HttpRequest, headers: Record<string, string>): Promise<IncomingMessage> {
-  const mod = await moduleFor(url.protocol);
+  const { mod, agent } = await transportFor(url.protocol);
   const body = req.body;
   const h: Record<string, string> = { ...headers };
   if (Buffer.isBuffer(body)) h['content-length'] = String(body.length);
-  const options: RequestOptions = { method: req.method, headers: h, signal: req.signal };
+  const options: RequestOptions = { method: req.method, headers: h, signal: req.signal, agent };
   return new Promise<IncomingMessage>((resolve, reject) => {
     let answer: IncomingMessage | undefined;
     /** The whole body has been handed to the socket. */
@@ -120,8 +137,8 @@ async function once(url: URL, req: HttpRequest, headers: Record<string, string>)
       answer = res;
       if (!sent) {
         // Answered before the body was all sent (a refusal): the connection cannot carry another
-        // request, so it is closed once the answer has been read. Left open, it kept the process
-        // alive until the agent's 5 s socket timeout.
+        // request, so it is closed once the answer has been read. Left open, it would keep the process
+        // alive until the server hung up.
         const drop = (): void => {
           r.destroy();
         };
@@ -136,6 +153,11 @@ async function once(url: URL, req: HttpRequest, headers: Record<string, string>)
     });
     if (!isStreamed(body)) r.end(body);
     else {
+      // Headers now, not with the first chunk: a pack's first bytes can be seconds away (a big file
+      // is deflated first). Held back, on Node's global agent, the push of a 384 MiB file failed with
+      // ECONNRESET on every attempt (~6 s of deflate against a 5 s socket timeout); either this or
+      // the agent below fixed it, and both are right on their own.
+      r.flushHeaders();
       pump(
         r,
         body,
