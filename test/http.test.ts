@@ -4,10 +4,13 @@
  * body is all sent, and an abort.
  */
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import { RegistryClient } from '../src/transfer/client.js';
 import { send } from '../src/transfer/http.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
@@ -21,6 +24,19 @@ async function serve(handler: Handler): Promise<string> {
   servers.push(s);
   await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
   return `http://127.0.0.1:${(s.address() as AddressInfo).port}`;
+}
+
+const TLS = join(import.meta.dirname, '..', 'fixtures', 'tls');
+
+/** An HTTPS server on 127.0.0.1 with the fixture's self-signed certificate. */
+async function serveTls(handler: Handler): Promise<string> {
+  const s = createTlsServer(
+    { key: readFileSync(join(TLS, 'key.pem')), cert: readFileSync(join(TLS, 'cert.pem')) },
+    handler,
+  );
+  servers.push(s);
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  return `https://127.0.0.1:${(s.address() as AddressInfo).port}`;
 }
 
 afterEach(async () => {
@@ -209,4 +225,45 @@ describe('http transport', () => {
       await rm(dir, { recursive: true, force: true });
     }
   }, 30_000);
+
+  it('speaks https, trusting what Node trusts (NODE_EXTRA_CA_CERTS for a private CA)', async () => {
+    const url = await serveTls((req, res) => {
+      req.resume();
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ history: [] }));
+    });
+    const bin = join(import.meta.dirname, '..', 'bin', 'sysroot.js');
+    const run = (env: Record<string, string>) =>
+      new Promise<{ code: number | null; stderr: string }>((resolve) => {
+        const child = spawn(process.execPath, [bin, 'log', '--url', url, 'stage3/x86_64'], {
+          env: { ...process.env, ...env },
+        });
+        let stderr = '';
+        child.stderr.on('data', (c: Buffer) => {
+          stderr += c.toString();
+        });
+        child.on('exit', (code) => resolve({ code, stderr }));
+      });
+    const trusted = await run({ NODE_EXTRA_CA_CERTS: join(TLS, 'cert.pem') });
+    expect(trusted.stderr).toBe('');
+    expect(trusted.code).toBe(0);
+    // Untrusted: refused at once with a hint, not retried (a retry would not trust it either).
+    const untrusted = await run({});
+    expect(untrusted.stderr).toContain('DEPTH_ZERO_SELF_SIGNED_CERT');
+    expect(untrusted.stderr).toContain('NODE_EXTRA_CA_CERTS');
+    expect(untrusted.stderr).not.toContain('retry');
+    expect(untrusted.code).not.toBe(0);
+  }, 30_000);
+
+  it('an untrusted certificate is one attempt, not five', async () => {
+    let connections = 0;
+    const url = await serveTls((_req, res) => res.end('{}'));
+    // TCP connections: each attempt opens one before the TLS handshake fails.
+    servers.at(-1)!.on('connection', () => connections++);
+    const client = new RegistryClient(url, { tries: 5, baseDelayMs: 1, maxDelayMs: 2 });
+    await expect(client.getRef('stage3/x86_64')).rejects.toMatchObject({
+      code: 'E_IO',
+      hint: expect.stringContaining('NODE_EXTRA_CA_CERTS'),
+    });
+    expect(connections).toBe(1);
+  });
 });

@@ -155,6 +155,28 @@ function describeTransportError(e: unknown): string {
   return parts.join(': ') || String(e);
 }
 
+/**
+ * TLS verification failures (OpenSSL's codes as Node reports them): final, not transient. The list
+ * is the ones a misconfigured or self-signed server gives; anything else is retried as before.
+ */
+const CERTIFICATE_ERRORS = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_UNTRUSTED',
+  'CERT_REVOKED',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+function isCertificateError(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && CERTIFICATE_ERRORS.has(code);
+}
+
 /** A timer that aborts a request when it is not touched for `ms`. */
 class IdleTimer {
   readonly controller = new AbortController();
@@ -280,6 +302,15 @@ export class RegistryClient {
       const why = idle.signal.aborted
         ? String((idle.signal.reason as Error).message)
         : describeTransportError(e);
+      if (isCertificateError(e)) {
+        // The server's certificate is not trusted: a second try would not trust it either.
+        throw new RegistryError(
+          'E_IO',
+          `${spec.what}: cannot reach ${this.base}: ${why}`,
+          { url: this.base },
+          "the server's TLS certificate is not trusted; for a private CA, point NODE_EXTRA_CA_CERTS at its certificate",
+        );
+      }
       throw new TransientError(
         why,
         new RegistryError('E_IO', `${spec.what}: cannot reach ${this.base}: ${why}`, { url: this.base }),
