@@ -24,7 +24,8 @@ import {
   parseFilezHeader,
   sha256,
 } from '../src/objects/index.js';
-import { FrameCompressor } from '../src/pack/frames.js';
+import type { FrameInfo } from '../src/pack/format.js';
+import { decodeFrames, FrameCompressor } from '../src/pack/frames.js';
 import {
   decodeIndex,
   encodeIndex,
@@ -400,6 +401,36 @@ describe('pack round trip', () => {
       const { records, index } = await readAll(pieces(pack, size));
       expect(records.map((r) => r.data.toString('hex'))).toEqual(objs.map((o) => o.data.toString('hex')));
       expect(index).toEqual(summary.index);
+    }
+  });
+
+  it('decodes into regions that end only where a frame or a 1 MiB buffer does, whatever the input chunks', async () => {
+    // 3.5 MiB of raw stream in 4 frames, fed in 64 KiB and 1-byte-ish (997) chunks: a region per
+    // input chunk meant the reader copied every record that crossed one.
+    const raw = Buffer.alloc(3.5 * MiB);
+    for (let i = 0; i < raw.length; i += 4) raw.writeUInt32LE((i * 2654435761) >>> 0, i);
+    const z = compressRaw(raw);
+    for (const size of [64 * 1024, 997]) {
+      const frames: FrameInfo[] = [];
+      const regions: Array<{ length: number; frame: number; offset: number }> = [];
+      const parts: Buffer[] = [];
+      for await (const r of decodeFrames(pieces(z, size), frames)) {
+        regions.push({ length: r.bytes.length, frame: r.frame, offset: r.offset });
+        parts.push(Buffer.from(r.bytes));
+      }
+      expect(Buffer.concat(parts).equals(raw)).toBe(true);
+      expect(frames.map((f) => f.rawSize)).toEqual([MiB, MiB, MiB, MiB / 2]);
+      // Each frame is one region, or two where it crosses into a new output buffer.
+      expect(regions.length).toBeLessThanOrEqual(frames.length * 2);
+      for (const [i, f] of frames.entries()) {
+        const mine = regions.filter((r) => r.frame === i);
+        expect(mine.reduce((n, r) => n + r.length, 0)).toBe(f.rawSize);
+        let at = 0;
+        for (const r of mine) {
+          expect(r.offset).toBe(at);
+          at += r.length;
+        }
+      }
     }
   });
 
