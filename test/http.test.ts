@@ -90,6 +90,28 @@ describe('http transport', () => {
     a.cancel();
   });
 
+  it('decodes a body a proxy compressed (gzip, deflate, br), and passes an unknown encoding on as it is', async () => {
+    const { gzipSync, deflateSync, brotliCompressSync } = await import('node:zlib');
+    const json = JSON.stringify({ commit: 'a'.repeat(64), pad: 'x'.repeat(10_000) });
+    const encoders: Record<string, (b: Buffer) => Buffer> = {
+      gzip: gzipSync,
+      deflate: deflateSync,
+      br: brotliCompressSync,
+      zstd: (b) => Buffer.concat([Buffer.from('not really zstd:'), b]),
+    };
+    const url = await serve((req, res) => {
+      const enc = req.url!.slice(1);
+      res.writeHead(200, { 'content-type': 'application/json', 'content-encoding': enc });
+      res.end(encoders[enc]!(Buffer.from(json)));
+    });
+    for (const enc of ['gzip', 'deflate', 'br']) {
+      const a = await send({ method: 'GET', url: `${url}/${enc}`, headers: {} });
+      expect(await text(a.body), enc).toBe(json);
+    }
+    const odd = await send({ method: 'GET', url: `${url}/zstd`, headers: {} });
+    expect(await text(odd.body)).toBe(`not really zstd:${json}`);
+  });
+
   it('streams a body chunk by chunk and sends every byte', async () => {
     let received = 0;
     const url = await serve((req, res) => {

@@ -71,7 +71,11 @@ async function transportFor(protocol: string): Promise<Transport> {
 }
 
 class Answer implements HttpAnswer {
-  constructor(private readonly res: IncomingMessage) {}
+  constructor(
+    private readonly res: IncomingMessage,
+    /** The body as sent, or decoded when a proxy compressed it (Content-Encoding). */
+    readonly body: AsyncIterable<Buffer> = res,
+  ) {}
 
   get status(): number {
     return this.res.statusCode ?? 0;
@@ -86,14 +90,35 @@ class Answer implements HttpAnswer {
     return Array.isArray(v) ? v.join(', ') : v;
   }
 
-  get body(): AsyncIterable<Buffer> {
-    return this.res;
-  }
-
   cancel(): void {
     // A body read to its end leaves the connection to the agent, for the next request.
     if (!this.res.complete) this.res.destroy();
   }
+}
+
+/**
+ * The answer, its body decoded if it came compressed. We never send Accept-Encoding, but a proxy in
+ * front of a registry may compress anyway, and fetch used to decode that for us.
+ */
+async function answer(res: IncomingMessage): Promise<Answer> {
+  const encoding = String(res.headers['content-encoding'] ?? '')
+    .trim()
+    .toLowerCase();
+  if (encoding === '' || encoding === 'identity') return new Answer(res);
+  const zlib = await import('node:zlib');
+  const { pipeline } = await import('node:stream');
+  const decoder =
+    encoding === 'gzip' || encoding === 'x-gzip'
+      ? zlib.createGunzip()
+      : encoding === 'deflate'
+        ? zlib.createInflate()
+        : encoding === 'br'
+          ? zlib.createBrotliDecompress()
+          : undefined;
+  // Anything else is passed on as it is: what reads it (JSON, a verified pack) will say it is wrong.
+  if (!decoder) return new Answer(res);
+  pipeline(res, decoder, () => {});
+  return new Answer(res, decoder);
 }
 
 /** Send one request; resolves when the answer's headers arrive (following redirects of bodiless requests). */
@@ -105,11 +130,11 @@ export async function send(req: HttpRequest): Promise<HttpAnswer> {
     const status = res.statusCode ?? 0;
     const location = res.headers.location;
     if (req.body !== undefined || !isRedirect(status) || !location || hop >= MAX_REDIRECTS) {
-      return new Answer(res);
+      return answer(res);
     }
     res.resume();
     const next = new URL(location, url);
-    if (next.protocol !== 'http:' && next.protocol !== 'https:') return new Answer(res);
+    if (next.protocol !== 'http:' && next.protocol !== 'https:') return answer(res);
     if (next.origin !== url.origin && headers.authorization !== undefined) {
       // The token is for the registry, never for a bucket or another host it points to.
       const { authorization: _dropped, ...rest } = headers;
