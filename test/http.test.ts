@@ -3,15 +3,18 @@
  * redirects and where the token may go, streamed bodies with backpressure, a refusal before the
  * body is all sent, and an abort.
  */
-import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { createServer as createTlsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
 import { RegistryClient } from '../src/transfer/client.js';
 import { send } from '../src/transfer/http.js';
+import { cleanup, tempDir } from './helpers/checkout-tree.js';
+import { sysrootAsync } from './helpers/cli.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => void;
 
@@ -91,7 +94,6 @@ describe('http transport', () => {
   });
 
   it('decodes a body a proxy compressed (gzip, deflate, br), and passes an unknown encoding on as it is', async () => {
-    const { gzipSync, deflateSync, brotliCompressSync } = await import('node:zlib');
     const json = JSON.stringify({ commit: 'a'.repeat(64), pad: 'x'.repeat(10_000) });
     const encoders: Record<string, (b: Buffer) => Buffer> = {
       gzip: gzipSync,
@@ -224,27 +226,17 @@ describe('http transport', () => {
       }
     });
     // 3 MiB of incompressible files: more than the server reads before it refuses.
-    const { mkdtemp, writeFile, rm } = await import('node:fs/promises');
-    const { tmpdir } = await import('node:os');
-    const { randomBytes } = await import('node:crypto');
-    const dir = await mkdtemp(join(tmpdir(), 'sysroot-http-'));
+    const dir = tempDir('http');
     try {
-      for (let i = 0; i < 12; i++) await writeFile(join(dir, `f${i}`), randomBytes(256 * 1024));
-      const bin = join(import.meta.dirname, '..', 'bin', 'sysroot.js');
-      const child = spawn(
-        process.execPath,
-        [bin, 'push', '--url', url, '--ref', 't/x', '--subject', 's', dir],
-        { env: { ...process.env, SYSROOT_TOKEN: 'x', SYSROOT_CACHE_DIR: join(dir, '.cache') } },
-      );
-      let stderr = '';
-      child.stderr.on('data', (c: Buffer) => {
-        stderr += c.toString();
+      for (let i = 0; i < 12; i++) writeFileSync(join(dir, `f${i}`), randomBytes(256 * 1024));
+      const r = await sysrootAsync(['push', '--url', url, '--ref', 't/x', '--subject', 's', dir], {
+        SYSROOT_TOKEN: 'x',
+        SYSROOT_CACHE_DIR: join(dir, '.cache'),
       });
-      const code = await new Promise<number | null>((resolve) => child.on('exit', resolve));
-      expect(stderr).toContain('the disk is full');
-      expect(code).toBe(8);
+      expect(r.stderr).toContain('the disk is full');
+      expect(r.status).toBe(8);
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      cleanup(dir);
     }
   }, 30_000);
 
@@ -253,27 +245,16 @@ describe('http transport', () => {
       req.resume();
       res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ history: [] }));
     });
-    const bin = join(import.meta.dirname, '..', 'bin', 'sysroot.js');
-    const run = (env: Record<string, string>) =>
-      new Promise<{ code: number | null; stderr: string }>((resolve) => {
-        const child = spawn(process.execPath, [bin, 'log', '--url', url, 'stage3/x86_64'], {
-          env: { ...process.env, ...env },
-        });
-        let stderr = '';
-        child.stderr.on('data', (c: Buffer) => {
-          stderr += c.toString();
-        });
-        child.on('exit', (code) => resolve({ code, stderr }));
-      });
+    const run = (env: NodeJS.ProcessEnv) => sysrootAsync(['log', '--url', url, 'stage3/x86_64'], env);
     const trusted = await run({ NODE_EXTRA_CA_CERTS: join(TLS, 'cert.pem') });
     expect(trusted.stderr).toBe('');
-    expect(trusted.code).toBe(0);
+    expect(trusted.status).toBe(0);
     // Untrusted: refused at once with a hint, not retried (a retry would not trust it either).
     const untrusted = await run({});
     expect(untrusted.stderr).toContain('DEPTH_ZERO_SELF_SIGNED_CERT');
     expect(untrusted.stderr).toContain('NODE_EXTRA_CA_CERTS');
     expect(untrusted.stderr).not.toContain('retry');
-    expect(untrusted.code).not.toBe(0);
+    expect(untrusted.status).not.toBe(0);
   }, 30_000);
 
   it('an untrusted certificate is one attempt, not five', async () => {

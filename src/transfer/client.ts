@@ -302,19 +302,17 @@ export class RegistryClient {
       const why = idle.signal.aborted
         ? String((idle.signal.reason as Error).message)
         : describeTransportError(e);
+      const message = `${spec.what}: cannot reach ${this.base}: ${why}`;
+      // The server's certificate is not trusted: a second try would not trust it either.
       if (isCertificateError(e)) {
-        // The server's certificate is not trusted: a second try would not trust it either.
         throw new RegistryError(
           'E_IO',
-          `${spec.what}: cannot reach ${this.base}: ${why}`,
+          message,
           { url: this.base },
           "the server's TLS certificate is not trusted; for a private CA, point NODE_EXTRA_CA_CERTS at its certificate",
         );
       }
-      throw new TransientError(
-        why,
-        new RegistryError('E_IO', `${spec.what}: cannot reach ${this.base}: ${why}`, { url: this.base }),
-      );
+      throw new TransientError(why, new RegistryError('E_IO', message, { url: this.base }));
     }
     try {
       if (res.status >= 300) {
@@ -359,16 +357,7 @@ export class RegistryClient {
   private async api<T>(method: RequestSpec['method'], path: string, json?: unknown): Promise<T> {
     return this.request(
       { method, url: this.apiUrl(path), what: `${method} /api/v1/${path}`, json },
-      async (res, touch) => {
-        const text = await readText(res, { touch }, 256 * 1024 * 1024);
-        try {
-          return JSON.parse(text) as T;
-        } catch {
-          throw new RegistryError('E_IO', `${method} /api/v1/${path}: the answer is not JSON`, {
-            url: this.base,
-          });
-        }
-      },
+      (res, touch) => readJson<T>(res, touch, 256 * 1024 * 1024, `${method} /api/v1/${path}`, this.base),
     );
   }
 
@@ -471,13 +460,14 @@ export class RegistryClient {
   ): Promise<{ records: number; stored: number; existing: number; bytes: number }> {
     return this.request(
       { method: 'POST', url: this.apiUrl('packs'), what: 'POST /api/v1/packs', body, ...opts },
-      async (res, touch) =>
-        JSON.parse(await readText(res, { touch }, 1024 * 1024)) as {
-          records: number;
-          stored: number;
-          existing: number;
-          bytes: number;
-        },
+      (res, touch) =>
+        readJson<{ records: number; stored: number; existing: number; bytes: number }>(
+          res,
+          touch,
+          1024 * 1024,
+          'POST /api/v1/packs',
+          this.base,
+        ),
     );
   }
 
@@ -555,6 +545,22 @@ export async function readBody(
 
 async function readText(res: HttpAnswer, idle: { touch(): void }, limit: number): Promise<string> {
   return (await readBody(res, idle, limit)).toString('utf8');
+}
+
+/** A JSON answer of at most `limit` bytes; anything else is E_IO naming the request. */
+async function readJson<T>(
+  res: HttpAnswer,
+  touch: () => void,
+  limit: number,
+  what: string,
+  url: string,
+): Promise<T> {
+  const text = await readText(res, { touch }, limit);
+  try {
+    return JSON.parse(text) as T;
+  } catch {
+    throw new RegistryError('E_IO', `${what}: the answer is not JSON`, { url });
+  }
 }
 
 /** `sysroot log --url`: a ref's history from the server, newest first. */

@@ -155,11 +155,11 @@ async function once(url: URL, req: HttpRequest, headers: Record<string, string>)
   if (Buffer.isBuffer(body)) h['content-length'] = String(body.length);
   const options: RequestOptions = { method: req.method, headers: h, signal: req.signal, agent };
   return new Promise<IncomingMessage>((resolve, reject) => {
-    let answer: IncomingMessage | undefined;
+    let response: IncomingMessage | undefined;
     /** The whole body has been handed to the socket. */
     let sent = !isStreamed(body);
     const r: ClientRequest = mod.request(url, options, (res) => {
-      answer = res;
+      response = res;
       if (!sent) {
         // Answered before the body was all sent (a refusal): the connection cannot carry another
         // request, so it is closed once the answer has been read. Left open, it would keep the process
@@ -174,19 +174,19 @@ async function once(url: URL, req: HttpRequest, headers: Record<string, string>)
     // After the answer, a write that fails (the server answered early and closed) is no news:
     // the answer says what happened.
     r.on('error', (e) => {
-      if (!answer) reject(e);
+      if (!response) reject(e);
     });
     if (!isStreamed(body)) r.end(body);
     else {
       // Headers now, not with the first chunk: a pack's first bytes can be seconds away (a big file
       // is deflated first). Held back, on Node's global agent, the push of a 384 MiB file failed with
       // ECONNRESET on every attempt (~6 s of deflate against a 5 s socket timeout); either this or
-      // the agent below fixed it, and both are right on their own.
+      // our own agent (transportFor) fixed it, and both are right on their own.
       r.flushHeaders();
       pump(
         r,
         body,
-        () => answer !== undefined,
+        () => response !== undefined,
         () => {
           sent = true;
         },
