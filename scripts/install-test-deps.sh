@@ -12,6 +12,8 @@
 #   xz-utils     xz, for .tar.xz inputs
 #   time         GNU time, for peak RSS in `npm run bench`
 #   radosgw ceph-mon ceph-osd   a real one-node S3 server for the S3 tests (scripts/s3-server.sh)
+#   libisal-dev  ISA-L's headers, for the igzip deflate addon that `npm ci` builds (native/igzip);
+#                without it the registry falls back to Node's zlib, and the test suite fails under CI
 #
 # Idempotent and silent when everything is present (no apt call at all), so CI and the
 # vitest global setup can run it every time. When something is missing it runs
@@ -19,8 +21,9 @@
 # missing and exits 1 rather than half-working.
 set -euo pipefail
 
-# package -> the commands that prove it is installed. Checking commands instead of dpkg's
-# database also accepts an equivalent install (e.g. nginx-full instead of nginx-light).
+# package -> the commands (or, for a library, a file given by its absolute path) that prove it is
+# installed. Checking commands instead of dpkg's database also accepts an equivalent install (e.g.
+# nginx-full instead of nginx-light).
 declare -A PROVIDES=(
   [ostree]='ostree'
   [gnupg]='gpg gpgv gpgconf'
@@ -33,16 +36,19 @@ declare -A PROVIDES=(
   [radosgw]='radosgw radosgw-admin'
   [ceph-mon]='ceph-mon monmaptool'
   [ceph-osd]='ceph-osd'
+  [libisal-dev]='/usr/include/isa-l/igzip_lib.h'
 )
-ORDER=(ostree gnupg debootstrap nginx-light zstd attr xz-utils time radosgw ceph-mon ceph-osd)
+ORDER=(ostree gnupg debootstrap nginx-light zstd attr xz-utils time radosgw ceph-mon ceph-osd libisal-dev)
 
 # Non-root shells often lack the sbin directories, where debootstrap and nginx live.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"
 
+present() { if [[ $1 == /* ]]; then [ -e "$1" ]; else command -v "$1" >/dev/null 2>&1; fi; }
+
 missing=()
 for pkg in "${ORDER[@]}"; do
   for cmd in ${PROVIDES[$pkg]}; do
-    if ! command -v "$cmd" >/dev/null 2>&1; then
+    if ! present "$cmd"; then
       missing+=("$pkg")
       break
     fi
@@ -84,7 +90,7 @@ DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >&2
 # diverted binary): better to fail here than in the middle of a test run.
 for pkg in "${missing[@]}"; do
   for cmd in ${PROVIDES[$pkg]}; do
-    if ! command -v "$cmd" >/dev/null 2>&1; then
+    if ! present "$cmd"; then
       echo "install-test-deps: $pkg installed but '$cmd' not found" >&2
       exit 1
     fi

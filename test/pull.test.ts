@@ -13,11 +13,12 @@ import {
 } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { basename, dirname, join } from 'node:path';
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { type ServerType, serve } from '@hono/node-server';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createApp } from '../server/app.js';
 import { TokenStore } from '../src/auth/tokens.js';
-import { type Checksum, decodeDirTree, objectPath } from '../src/objects/index.js';
+import { type Checksum, decodeDirTree, objectPath, parseFilezHeader } from '../src/objects/index.js';
 import { Repository } from '../src/repo/repository.js';
 import { remoteLog } from '../src/transfer/client.js';
 import { pull } from '../src/transfer/pull.js';
@@ -288,8 +289,13 @@ describe('pull', () => {
       const bad = await fileObject(reg.repo, v2, file);
       const path = join(reg.repo.location, objectPath(bad, 'file'));
       const good = readFileSync(path);
-      const flipped = Buffer.from(good);
-      flipped[flipped.length - 100]! ^= 0x55;
+      // The stored bytes of another payload under this name: one byte of the file flipped. (A byte
+      // flipped in the deflate stream itself may decode to the same file: 200,000 equal bytes are
+      // matches at distance 1, and a flip that makes it distance 2 copies the same bytes.)
+      const h = parseFilezHeader(good)!;
+      const payload = inflateRawSync(good.subarray(h.headerLength));
+      payload[payload.length - 100]! ^= 0x55;
+      const flipped = Buffer.concat([good.subarray(0, h.headerLength), deflateRawSync(payload)]);
       writeFileSync(path, flipped);
       try {
         const cacheDir = newCache();

@@ -146,10 +146,9 @@ describe('push', () => {
     };
     reg.requests.length = 0;
     const r = await push(reg.url, token, src, opts, FAST);
-    // The ref, which objects are missing, one pack with all of them, the ref move: 4 requests.
+    // A new ref: the ref, one pack sent while the tree is hashed (nothing asked first), the ref move.
     expect(reg.requests.map((q) => `${q.method} ${q.path}`)).toEqual([
       `GET /api/v1/refs/${REF}`,
-      'POST /api/v1/objects/missing',
       'POST /api/v1/packs',
       `PUT /api/v1/refs/${REF}`,
     ]);
@@ -203,9 +202,39 @@ describe('push', () => {
     // and the dirmetas the server lacks.
     expect(lacking).toBeGreaterThanOrEqual(155 + 70 + 3 + 1);
 
-    const r = await push(reg.url, token, src, opts, FAST);
+    // The two passes (what a ref with a head gets): asked first, only what is lacking is sent.
+    reg.requests.length = 0;
+    const r = await push(reg.url, token, src, opts, { ...FAST, stream: false });
     expect(r.commit).toBe(localCommit);
     expect(r.uploaded.objects).toBe(lacking);
+    expect(reg.requests.map((q) => `${q.method} ${q.path}`)).toEqual([
+      `GET /api/v1/refs/${ref}`,
+      'POST /api/v1/objects/missing',
+      'POST /api/v1/packs',
+      `PUT /api/v1/refs/${ref}`,
+    ]);
+    expect((await fsck(reg.repo)).problems ?? []).toEqual([]);
+
+    // The same tree to a new ref, streamed while hashed (live-pack.ts): every object of the closure
+    // goes in the one pack (the files in batches as hashed, the ones over BIG after the walk), the
+    // server keeps what it had, and the commit is the same as a local one's.
+    reg.requests.length = 0;
+    const opts2 = { ...opts, ref: `${ref}-live` };
+    const { local: local2, commit: localCommit2 } = await commitLocally(src, opts2);
+    let closure = 0;
+    for await (const _ of commitClosure(local2.objects, localCommit2)) closure++;
+    local2.close();
+    const live = await push(reg.url, token, src, opts2, FAST);
+    expect(live.commit).toBe(localCommit2);
+    expect(reg.requests.map((q) => `${q.method} ${q.path}`)).toEqual([
+      `GET /api/v1/refs/${opts2.ref}`,
+      'POST /api/v1/packs',
+      `PUT /api/v1/refs/${opts2.ref}`,
+    ]);
+    expect(live.uploaded.objects).toBe(closure);
+    // All of it was there: same tree, and the same commit (same options, no ref binding, no parent).
+    expect(live.commit).toBe(r.commit);
+    expect(live.present).toBe(closure);
     expect((await fsck(reg.repo)).problems ?? []).toEqual([]);
   });
 

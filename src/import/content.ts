@@ -8,6 +8,7 @@ import { createReadStream } from 'node:fs';
 import { mkdtemp, rm, unlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { DeflateSettings } from '../compress/deflate.js';
 import { RegistryError } from '../errors.js';
 import {
   type Checksum,
@@ -60,11 +61,21 @@ const NO_HEADER = new Uint8Array(0);
  */
 export interface HashOnly {
   pool: HashPool;
-  onFile(checksum: Checksum, item: WorkerItem): void;
+  /**
+   * Each distinct-or-not file once hashed, in the order batches finish. `filez` comes with it when
+   * `deflate` said so at the batch's submission; the import waits for a returned promise before it
+   * hands on the next results (backpressure from the caller's upload).
+   */
+  onFile(checksum: Checksum, item: WorkerItem, filez?: Uint8Array): void | Promise<void>;
+  /**
+   * Asked as each batch is submitted: true makes the workers deflate what they hash (files up to
+   * BIG; larger ones never come with a .filez). Given at all, items carry real .filez headers.
+   */
+  deflate?: () => boolean;
 }
 
 export interface ContentWriterOptions {
-  level: number;
+  deflate: DeflateSettings;
   hashOnly?: HashOnly;
   /** Called when a node's checksum has arrived (the directory import finishes directories with it). */
   onChecksum?: (node: FileNode) => void;
@@ -102,12 +113,18 @@ export class ContentWriter {
       // tempPath() makes <root>/tmp: the workers' temp files must be on the objects' filesystem for link(2).
       const tmp = await blobs.tempPath();
       const tmpDir = join(tmp, '..');
-      const pool = new HashPool({ root: blobs.root, tmpDir, level: opts.level, big: BIG, chunk: CHUNK });
+      const pool = new HashPool({ root: blobs.root, tmpDir, deflate: opts.deflate, big: BIG, chunk: CHUNK });
       return new ContentWriter(objects, pool, true, undefined, opts);
     }
     // Large compressed objects for a remote store are spooled here between compression and upload.
     const spoolDir = await mkdtemp(join(tmpdir(), 'sysroot-import-'));
-    const pool = new HashPool({ root: null, tmpDir: spoolDir, level: opts.level, big: BIG, chunk: CHUNK });
+    const pool = new HashPool({
+      root: null,
+      tmpDir: spoolDir,
+      deflate: opts.deflate,
+      big: BIG,
+      chunk: CHUNK,
+    });
     return new ContentWriter(objects, pool, false, spoolDir, opts);
   }
 
@@ -116,7 +133,8 @@ export class ContentWriter {
    * mode no per-file .filez header is made (a push's pass 2 makes its own; push-source.ts).
    */
   private headersOf(meta: FileMeta, size: number): { prefix: Uint8Array; header: Uint8Array } {
-    if (this.opts.hashOnly) return { prefix: this.headers.prefix(meta), header: NO_HEADER };
+    const hashOnly = this.opts.hashOnly;
+    if (hashOnly && !hashOnly.deflate) return { prefix: this.headers.prefix(meta), header: NO_HEADER };
     return this.headers.get(meta, size);
   }
 
@@ -234,7 +252,10 @@ export class ContentWriter {
   /** Resolves when there is room for more tar payload; throws the first failure so the import stops. */
   async throttle(): Promise<void> {
     this.check();
-    while (this.buffered > MAX_BUFFERED || this.pool.pending > this.pool.size * 8) {
+    // Batches in the pool, and batches whose results wait for the caller (a hash-only import's
+    // onFile can hold them up: the upload they go to is slower than the hashing).
+    const ahead = this.pool.size * 8;
+    while (this.buffered > MAX_BUFFERED || this.pool.pending > ahead || this.inflight.size > ahead) {
       await new Promise<void>((r) => this.waiters.push(r));
       this.check();
     }
@@ -287,8 +308,9 @@ export class ContentWriter {
 
   private submit(batch: Pending[]): void {
     const items = batch.map((b) => b.item!);
+    const deflate = this.opts.hashOnly?.deflate?.() ?? false;
     const p = this.pool
-      .run({ type: 'batch', items }, dataBuffers(items))
+      .run({ type: 'batch', items, ...(deflate ? { deflate } : {}) }, dataBuffers(items))
       .then((results) => this.onResults(batch, results))
       .catch((e) => this.fail(e));
     this.track(p);
@@ -308,7 +330,8 @@ export class ContentWriter {
       for (let i = 0; i < batch.length; i++) {
         const item = batch[i]!.item;
         if (!item) throw new RegistryError('E_INTERNAL', 'hash-only import of a streamed member');
-        hashOnly.onFile(results[i]!.checksum!, item);
+        const r = results[i]!;
+        await hashOnly.onFile(r.checksum!, item, r.filez);
       }
     } else if (!this.direct) results = await this.storeMissing(batch, results);
     for (let i = 0; i < batch.length; i++) {

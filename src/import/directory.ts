@@ -12,6 +12,7 @@ import type { ObjectStore } from '../store/object-store.js';
 import { ContentWriter } from './content.js';
 import {
   type DirNode,
+  deflateOf,
   type FileNode,
   type ImportOptions,
   type ImportResult,
@@ -19,7 +20,6 @@ import {
   newDir,
   sortPaths,
   TreeWriter,
-  zlibLevel,
 } from './tree.js';
 
 const S_IFMT = 0o170000;
@@ -38,7 +38,7 @@ export async function importDirectory(
   opts: ImportOptions = {},
 ): Promise<ImportResult> {
   const rules = metaRules(opts);
-  const level = zlibLevel(opts);
+  const deflate = deflateOf(opts);
   // The root may be given as a symlink to a directory (a "current" link); everything below is lstat'ed.
   let root: string;
   let rootStat: Stats;
@@ -87,7 +87,7 @@ export async function importDirectory(
   };
 
   const writer = await ContentWriter.open(objects, {
-    level,
+    deflate,
     onProgress: opts.onProgress,
     onChecksum,
     ...(opts.hashOnly ? { hashOnly: opts.hashOnly } : {}),

@@ -4,7 +4,7 @@
  *
  * Plain JavaScript on purpose: vitest runs the TypeScript sources directly and Node 20 cannot start
  * a worker from a .ts file, so this file must run as is (tsc checks it through checkJs and copies it
- * to dist/). It imports only node: builtins; the main thread encodes the GVariant headers with
+ * to dist/). It imports node: builtins and the deflate engines (src/compress/deflate.js, plain JS too); the main thread encodes the GVariant headers with
  * src/objects and sends the bytes with every item, so the checksum rules live in one place.
  *
  * Protocol (see pool.ts for the other side; every request has a numeric id, answered once by
@@ -15,7 +15,8 @@
  *            write tmp/… and link(2) it into place; results {checksum, status:'written'|'existing'}.
  *            Without (other stores, and a push's first pass: root null is the hash-only mode): hash
  *            only, results {checksum, status:'hashed'} and data items' buffers travel back so the
- *            main thread can ask for compression of the missing ones.
+ *            main thread can ask for compression of the missing ones; with {deflate: true}, path
+ *            and symlink items up to BIG also come back with their {filez} (a new ref's push).
  *   compress items like batch plus {checksum}; results {filez} (header ‖ deflate) or, for files
  *            over BIG, {spool} (a file in tmpDir the main thread streams into the store and removes).
  *   stream   {prefix, header, size}, followed by {type:'chunk', id, data} messages (each answered by
@@ -39,10 +40,11 @@ import { dirname, join } from 'node:path';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { parentPort, threadId, workerData } from 'node:worker_threads';
-import { createDeflateRaw, deflateRawSync } from 'node:zlib';
+import { deflatePiece, deflateRaw } from '../compress/deflate.js';
 
 /**
- * @typedef {{ root: string | null, tmpDir: string, level: number, big: number, chunk: number }} WorkerInit
+ * @typedef {{ root: string | null, tmpDir: string, deflate: import('../compress/deflate.js').DeflateSettings,
+ *   big: number, chunk: number }} WorkerInit
  * @typedef {{ kind: 'path', path: string, size: number, prefix: Uint8Array, header: Uint8Array,
  *   checksum?: string }} PathItem
  * @typedef {{ kind: 'data', data: Uint8Array, prefix: Uint8Array, header: Uint8Array,
@@ -51,7 +53,7 @@ import { createDeflateRaw, deflateRawSync } from 'node:zlib';
  * @typedef {PathItem | DataItem | SymlinkItem} Item
  * @typedef {{ checksum?: string, status?: 'written' | 'existing' | 'hashed', data?: Uint8Array,
  *   filez?: Uint8Array, spool?: string }} ItemResult
- * @typedef {{ type: 'batch' | 'compress', id: number, items: Item[] }
+ * @typedef {{ type: 'batch' | 'compress', id: number, items: Item[], deflate?: boolean }
  *   | { type: 'stream', id: number, prefix: Uint8Array, header: Uint8Array, size: number }
  *   | { type: 'chunk', id: number, data: Uint8Array }
  *   | { type: 'end' | 'abort', id: number }} Request
@@ -271,10 +273,9 @@ async function* readChunks(item, fd, hash) {
 /**
  * Deflate `source` into a new temp file that starts with `header`; returns the temp path.
  *
- * Driven by hand rather than with stream.pipeline: pipeline reads ahead 16 chunks (16 MiB) and every
- * chunk is a fresh buffer, which cost ~50 MB of RSS per worker on 150 MB files. Here each chunk is
- * written and its callback awaited, and zlib calls back only once it has consumed (copied into its
- * window) all of the input, so the caller may refill the same buffer for the next chunk.
+ * Chunk by chunk (deflatePiece: each piece ends byte-aligned, a final empty piece ends the stream),
+ * synchronously, so the caller may refill the same buffer for the next chunk and memory stays at
+ * one chunk and its output whatever the file's size.
  * @param {Uint8Array} header @param {AsyncIterable<Uint8Array>} source @param {string} what
  */
 async function deflateToTemp(header, source, what) {
@@ -283,34 +284,13 @@ async function deflateToTemp(header, source, what) {
   try {
     fd = openSync(tmp, 'wx', 0o644);
     writeAll(fd, header);
-    const out = fd;
-    // 256 KiB output pieces: 16x fewer 'data' events and write(2) calls than the 16 KiB default.
-    const z = createDeflateRaw({ level: init.level, chunkSize: 256 * 1024 });
-    const ended = new Promise((resolve, reject) => {
-      z.on('data', (/** @type {Buffer} */ c) => {
-        try {
-          writeAll(out, c);
-          dropped(c.length);
-          collect();
-        } catch (e) {
-          z.destroy(/** @type {Error} */ (e));
-        }
-      });
-      z.on('end', resolve);
-      z.on('error', reject);
-      z.on('close', () => reject(new Error('deflate stream closed early')));
-    });
-    ended.catch(() => {});
-    try {
-      for await (const chunk of source) {
-        await new Promise((resolve, reject) => z.write(chunk, (e) => (e ? reject(e) : resolve(undefined))));
-      }
-    } catch (e) {
-      z.destroy();
-      throw e;
+    for await (const chunk of source) {
+      const z = deflatePiece(chunk, init.deflate, false);
+      writeAll(fd, z);
+      dropped(z.length);
+      collect();
     }
-    z.end();
-    await ended;
+    writeAll(fd, deflatePiece(new Uint8Array(0), init.deflate, true));
     return tmp;
   } catch (e) {
     try {
@@ -358,22 +338,27 @@ async function bigFile(item, compress) {
   }
 }
 
-/** @param {Item} item @returns {Promise<ItemResult> | ItemResult} */
-function hashItem(item) {
+/**
+ * @param {Item} item
+ * @param {boolean} [deflate] hash-only mode: deflate too and return the .filez (a push of a new ref
+ *   streams them as it hashes; files over `big` are left to a later compress request)
+ * @returns {Promise<ItemResult> | ItemResult}
+ */
+function hashItem(item, deflate = false) {
   if (item.kind === 'path' && item.size > init.big) return bigFile(item, false);
   const payload = item.kind === 'path' ? readWhole(item) : item.kind === 'data' ? buf(item.data) : undefined;
   const checksum = checksumOf(item.prefix, payload);
   if (!init.root) {
-    return item.kind === 'data'
-      ? { checksum, status: 'hashed', data: item.data }
-      : { checksum, status: 'hashed' };
+    if (item.kind === 'data') return { checksum, status: 'hashed', data: item.data };
+    if (deflate) return { checksum, status: 'hashed', filez: filezOf(item, payload) };
+    return { checksum, status: 'hashed' };
   }
   // Objects the store already has are neither compressed nor written again.
   if (existsSync(objectFile(checksum))) {
     if (item.kind === 'data') dropped(item.data.length);
     return { checksum, status: 'existing' };
   }
-  const z = payload ? deflateRawSync(payload, { level: init.level }) : undefined;
+  const z = payload ? deflateRaw(payload, init.deflate) : undefined;
   const status = writeObject(checksum, z ? [item.header, z] : [item.header]);
   dropped((z?.length ?? 0) + (item.kind === 'data' ? item.data.length : 0));
   return { checksum, status };
@@ -387,13 +372,23 @@ function compressItem(item) {
   if (item.kind === 'path' && checksumOf(item.prefix, payload) !== item.checksum) {
     throw new ImportFailure(`${item.path}: changed while being imported`, item.path, undefined, true);
   }
-  const z = deflateRawSync(payload, { level: init.level });
+  if (item.kind === 'data') dropped(item.data.length);
+  return { filez: filezOf(item, payload) };
+}
+
+/**
+ * The .filez of an item: its header, then its payload deflated (a symlink's is the header alone).
+ * @param {Item} item @param {Uint8Array | undefined} payload @returns {Uint8Array}
+ */
+function filezOf(item, payload) {
+  if (!payload) return item.header;
+  const z = deflateRaw(payload, init.deflate);
   const filez = new Uint8Array(item.header.length + z.length);
   filez.set(item.header, 0);
   filez.set(z, item.header.length);
   // z is garbage now (filez is transferred): counted, or a push's workers grew by ~40 MB each.
-  dropped(z.length + (item.kind === 'data' ? item.data.length : 0));
-  return { filez };
+  dropped(z.length);
+  return filez;
 }
 
 /** Chunks of one stream job, which may arrive before the job starts running. */
@@ -487,7 +482,7 @@ async function run(msg) {
   /** @type {ItemResult[]} */
   const results = [];
   for (const item of msg.items)
-    results.push(await (msg.type === 'batch' ? hashItem(item) : compressItem(item)));
+    results.push(await (msg.type === 'batch' ? hashItem(item, msg.deflate) : compressItem(item)));
   return results;
 }
 

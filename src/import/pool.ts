@@ -5,6 +5,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
+import type { DeflateSettings } from '../compress/deflate.js';
 import { noSpaceError, RegistryError } from '../errors.js';
 
 export interface WorkerInit {
@@ -12,7 +13,7 @@ export interface WorkerInit {
   root: string | null;
   /** Where temp files go: `<root>/tmp` (same filesystem, for link(2)) or a private spool directory. */
   tmpDir: string;
-  level: number;
+  deflate: DeflateSettings;
   /** Files larger than this are streamed in `chunk`-sized pieces instead of read whole. */
   big: number;
   chunk: number;
@@ -39,7 +40,7 @@ interface JobError {
 }
 
 type Request =
-  | { type: 'batch' | 'compress'; items: WorkerItem[] }
+  | { type: 'batch' | 'compress'; items: WorkerItem[]; deflate?: boolean }
   | { type: 'stream'; prefix: Uint8Array; header: Uint8Array; size: number };
 
 type Reply =

@@ -16,6 +16,7 @@ import { specialFiles } from './directory.js';
 import { GarbageMeter } from './gc.js';
 import {
   type DirNode,
+  deflateOf,
   type FileNode,
   IMPLIED_DIR,
   type ImportOptions,
@@ -25,7 +26,6 @@ import {
   newDir,
   sortPaths,
   TreeWriter,
-  zlibLevel,
 } from './tree.js';
 
 /** Tarball bytes are read in 1 MiB chunks: 16x fewer reads than the 64 KiB default, same memory class. */
@@ -37,9 +37,9 @@ export async function importTarball(
   opts: ImportOptions = {},
 ): Promise<ImportResult> {
   const rules = metaRules(opts);
-  const level = zlibLevel(opts);
+  const deflate = deflateOf(opts);
   const source = typeof file === 'string' ? readFile(file) : file;
-  const writer = await ContentWriter.open(objects, { level, onProgress: opts.onProgress });
+  const writer = await ContentWriter.open(objects, { deflate, onProgress: opts.onProgress });
   const dirs = new TreeWriter(objects);
   try {
     const tree = new TarTree(rules);

@@ -6,7 +6,8 @@
  * blob is created, and an object that already exists is never replaced.
  */
 import { createHash } from 'node:crypto';
-import { createInflateRaw, type InflateRaw, inflateRawSync } from 'node:zlib';
+import { createInflateRaw, type InflateRaw } from 'node:zlib';
+import { InflateError, inflateRaw } from '../compress/deflate.js';
 import { RegistryError } from '../errors.js';
 import { mapLimit } from '../map-limit.js';
 import {
@@ -68,33 +69,10 @@ export function verifyFilez(checksum: Checksum, filez: Buffer): ContentObject {
     payload = Buffer.alloc(0);
   } else {
     try {
-      const body = filez.subarray(h.headerLength);
-      const r = inflateRawSync(body, { maxOutputLength: Math.max(h.size, 1), info: true }) as unknown as {
-        buffer: Buffer;
-        engine: { bytesWritten: number };
-      };
-      payload = r.buffer;
-      // zlib stops at the end of the deflate stream and ignores what follows; bytes after it would be
-      // stored and served unverified, so they make the object corrupt.
-      if (r.engine.bytesWritten !== body.length) {
-        throw corrupt(
-          checksum,
-          'file',
-          `${body.length - r.engine.bytesWritten} trailing bytes`,
-          'bytes after the deflate stream',
-        );
-      }
+      payload = inflateRaw(filez.subarray(h.headerLength), h.size);
     } catch (e) {
-      if (e instanceof RegistryError) throw e;
-      throw corrupt(checksum, 'file', 'invalid deflate stream', (e as Error).message);
-    }
-    if (payload.length !== h.size) {
-      throw corrupt(
-        checksum,
-        'file',
-        `${payload.length} bytes`,
-        `payload is ${payload.length} bytes, header says ${h.size}`,
-      );
+      if (e instanceof InflateError) throw corrupt(checksum, 'file', e.found, e.message);
+      throw e;
     }
   }
   const found = createHash('sha256').update(contentHashPrefix(h.meta)).update(payload).digest('hex');

@@ -216,6 +216,8 @@ interface RequestSpec {
   contentLength?: number;
   /** Runs after the backoff, before each retry: e.g. to work out again what the body must hold. */
   beforeRetry?: () => Promise<void>;
+  /** Attempts at most (default: the client's `tries`); 1 for a body that cannot be made twice. */
+  tries?: number;
 }
 
 /** What one attempt does with a successful (2xx) answer; it runs inside the retry loop. */
@@ -267,7 +269,7 @@ export class RegistryClient {
         return await this.attempt(spec, consume);
       } catch (e) {
         if (!(e instanceof TransientError)) throw e;
-        if (attempt + 1 >= this.tries) throw e.final;
+        if (attempt + 1 >= (spec.tries ?? this.tries)) throw e.final;
         // A server's Retry-After is honoured, but capped at 10x our own ceiling (30 s by default).
         const delay = Math.min(e.retryAfterMs ?? this.backoff(attempt), this.maxDelayMs * 10);
         this.onRetry?.(spec.what, attempt + 1, e.message, delay);
@@ -456,7 +458,7 @@ export class RegistryClient {
    */
   async postPack(
     body: () => AsyncIterable<Uint8Array>,
-    opts: { beforeRetry?: () => Promise<void> } = {},
+    opts: { beforeRetry?: () => Promise<void>; tries?: number } = {},
   ): Promise<{ records: number; stored: number; existing: number; bytes: number }> {
     return this.request(
       { method: 'POST', url: this.apiUrl('packs'), what: 'POST /api/v1/packs', body, ...opts },

@@ -22,7 +22,7 @@ import { BIG, CHUNK } from '../import/content.js';
 import { sizedHeader } from '../import/headers.js';
 import { importDirectory, importSource } from '../import/index.js';
 import { HashPool, type ItemResult, type WorkerItem } from '../import/pool.js';
-import { type ImportOptions, type ImportResult, zlibLevel } from '../import/tree.js';
+import { deflateOf, type ImportOptions, type ImportResult } from '../import/tree.js';
 import { type Checksum, filezHeader, objectPath, parseContentHeader } from '../objects/index.js';
 import { FsBlobStore } from '../store/fs-blob-store.js';
 import { MemoryBlobStore } from '../store/memory-blob-store.js';
@@ -60,8 +60,20 @@ const BATCH_BYTES = 2 * 1024 * 1024;
 /** Spooled .filez up to this size are read whole; larger ones are streamed into the pack. */
 const WHOLE = 1024 * 1024;
 
+/**
+ * Where a directory's pass 1 can send files it deflates as it hashes (a push of a new ref streams
+ * them into its pack at once; push.ts). A file handed over here is still listed by the closure, and
+ * `filez()` can make it again (the stream failed and the push falls back to the two passes).
+ */
+export interface LiveFiles {
+  /** Asked as each batch of files is submitted: deflate them too, and hand them to `file`? */
+  wanted(): boolean;
+  /** A distinct file's .filez, once; the hash pass waits for the returned promise. */
+  file(checksum: Checksum, filez: Buffer): Promise<void>;
+}
+
 /** Pass 1 over `source` (a directory, or a tarball spooled whole); see the top of this file. */
-export async function hashSource(source: string, opts: ImportOptions): Promise<PushSource> {
+export async function hashSource(source: string, opts: ImportOptions, live?: LiveFiles): Promise<PushSource> {
   let isDir: boolean;
   try {
     isDir = (await stat(source)).isDirectory();
@@ -71,16 +83,23 @@ export async function hashSource(source: string, opts: ImportOptions): Promise<P
   }
   const spool = await mkdtemp(join(tmpdir(), 'sysroot-push-'));
   try {
-    return isDir ? await directorySource(source, spool, opts) : await tarballSource(source, spool, opts);
+    return isDir
+      ? await directorySource(source, spool, opts, live)
+      : await tarballSource(source, spool, opts);
   } catch (e) {
     await rm(spool, { recursive: true, force: true });
     throw e;
   }
 }
 
-async function directorySource(dir: string, spool: string, opts: ImportOptions): Promise<PushSource> {
+async function directorySource(
+  dir: string,
+  spool: string,
+  opts: ImportOptions,
+  live: LiveFiles | undefined,
+): Promise<PushSource> {
   // root: null makes the workers hash only; `compress` requests deflate, spooling files over BIG.
-  const pool = new HashPool({ root: null, tmpDir: spool, level: zlibLevel(opts), big: BIG, chunk: CHUNK });
+  const pool = new HashPool({ root: null, tmpDir: spool, deflate: deflateOf(opts), big: BIG, chunk: CHUNK });
   const objects = new ObjectStore(new MemoryBlobStore());
   /** What pass 2 needs to deflate each distinct file (the first path of a content). */
   const items = new Map<Checksum, PendingFile>();
@@ -95,7 +114,7 @@ async function directorySource(dir: string, spool: string, opts: ImportOptions):
       ...opts,
       hashOnly: {
         pool,
-        onFile: (checksum, item) => {
+        onFile: (checksum, item, filez) => {
           if (items.has(checksum)) return;
           if (item.kind === 'data')
             throw new RegistryError('E_INTERNAL', 'push: a directory gave a data item');
@@ -104,7 +123,10 @@ async function directorySource(dir: string, spool: string, opts: ImportOptions):
               ? new PendingFile(item.path, item.size, item.prefix)
               : new PendingFile(undefined, 0, item.prefix);
           items.set(checksum, file);
+          if (filez)
+            return live?.file(checksum, Buffer.from(filez.buffer, filez.byteOffset, filez.byteLength));
         },
+        ...(live ? { deflate: () => live.wanted() } : {}),
       },
     });
   } catch (e) {

@@ -20,7 +20,6 @@
  * on the new head (a few hundred bytes: the tree objects are shared), sent with one PUT, and the move
  * is tried again, at most 3 times.
  */
-import { PassThrough } from 'node:stream';
 import { RegistryError } from '../errors.js';
 import { Variant } from '../gvariant/index.js';
 import {
@@ -30,14 +29,15 @@ import {
   type Metadata,
   type ObjectType,
 } from '../objects/index.js';
-import { KIND, PackWriter, writableSink } from '../pack/index.js';
+import { KIND } from '../pack/index.js';
 import { assertRef } from '../repo/refs.js';
 import type { SigningKey } from '../sign/keys.js';
 import { encodeSignatures, signAll } from '../sign/signatures.js';
 import type { ObjectRef } from '../store/object-store.js';
 import { type ClientOptions, RegistryClient } from './client.js';
+import { LivePack, packBody } from './live-pack.js';
 import { type Progress, silentProgress } from './progress.js';
-import { hashSource } from './push-source.js';
+import { hashSource, type LiveFiles } from './push-source.js';
 
 export interface PushCommitOptions {
   ref: string;
@@ -66,6 +66,11 @@ export interface PushOptions extends Omit<ClientOptions, 'token'> {
   cacheDir?: string;
   /** Unused: objects go up in one pack request (kept for callers that still pass it). */
   concurrency?: number;
+  /**
+   * A new ref (no head on the server): send its pack while the tree is hashed, without asking first
+   * which objects the server lacks (default true; live-pack.ts says why). False: always ask first.
+   */
+  stream?: boolean;
   /** Rebuilds on a moved head before giving up (default 3). */
   maxRebases?: number;
   progress?: Progress;
@@ -94,20 +99,6 @@ export interface PushResult {
  * there.
  */
 const MISSING_BATCH = 16_384;
-
-/** Bytes of pack buffered between the writer and the request body. */
-const PIPE_BYTES = 1024 * 1024;
-/**
- * The request body is handed on in pieces of this size: the HTTP client's stream buffers 16 chunks
- * whatever their size, which with whole 1 MiB frames kept ~60 MB more of the pack in memory.
- */
-const BODY_PIECE = 64 * 1024;
-
-async function* slices(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  for await (const chunk of source) {
-    for (let at = 0; at < chunk.length; at += BODY_PIECE) yield chunk.subarray(at, at + BODY_PIECE);
-  }
-}
 
 /** Repository.commit's metadata rules: user keys in order, then skipped-special, then the ref binding. */
 export function commitMetadata(
@@ -175,26 +166,43 @@ export async function push(
   const hashing = new AbortController();
   const parentAsked = client.getRef(ref);
   parentAsked.catch((e: unknown) => hashing.abort(e));
+  // A new ref: its pack is sent while the tree is hashed (live-pack.ts), from the ref's answer on.
+  let live: LivePack | undefined;
+  parentAsked.then(
+    (p) => {
+      if (p === null && opts.stream !== false && !hashing.signal.aborted) live = new LivePack(client);
+    },
+    () => {},
+  );
+  const liveFiles: LiveFiles = {
+    wanted: () => live?.wanted() ?? false,
+    file: (checksum, filez) => live?.file(checksum, filez) ?? Promise.resolve(),
+  };
 
   progress.phase('hash', -1, 'files');
   let seenFiles = 0;
   let seenBytes = 0;
-  const hashed = hashSource(source, {
-    owner: commitOpts.owner,
-    canonicalPermissions: commitOpts.canonicalPermissions,
-    skipSpecial: commitOpts.skipSpecial,
-    signal: hashing.signal,
-    onProgress: (p) => {
-      progress.advance(p.files - seenFiles, p.bytes - seenBytes);
-      seenFiles = p.files;
-      seenBytes = p.bytes;
+  const hashed = hashSource(
+    source,
+    {
+      owner: commitOpts.owner,
+      canonicalPermissions: commitOpts.canonicalPermissions,
+      skipSpecial: commitOpts.skipSpecial,
+      signal: hashing.signal,
+      onProgress: (p) => {
+        progress.advance(p.files - seenFiles, p.bytes - seenBytes);
+        seenFiles = p.files;
+        seenBytes = p.bytes;
+      },
     },
-  }).finally(() => progress.stop());
+    liveFiles,
+  ).finally(() => progress.stop());
   let parent: Checksum | null;
   let tree: Awaited<typeof hashed>;
   try {
     [parent, tree] = await Promise.all([parentAsked, hashed]);
   } catch (e) {
+    live?.abort();
     // The ref's error first (the hashing's is then only its echo); a tree that did hash is closed.
     await hashed.then((t) => t.close()).catch(() => {});
     await parentAsked;
@@ -289,13 +297,8 @@ export async function push(
           .filter((o): o is ObjectRef & { type: Exclude<ObjectType, 'file'> } => o.type !== 'file')
           .sort((a, b) => RECORD_ORDER[a.type] - RECORD_ORDER[b.type]);
         progress.phase('upload', pending.length);
-        const out = new PassThrough({ highWaterMark: PIPE_BYTES });
-        // Destroyed below if the pack fails to build, maybe before the request reads it: without a
-        // listener that 'error' would crash the process. `failure` carries it to the caller.
-        out.on('error', () => {});
-        // Store (level 0) on this thread: ~0.1 s of CPU for the 54 MB of a sysroot's .filez, not
-        // worth the memory of the zstd pool's two workers.
-        const pack = new PackWriter(writableSink(out), { level: 0, threads: false, index: false });
+        // `failure` carries a failure to build the pack to the caller.
+        const { pack, out, body } = packBody();
         (async () => {
           for await (const f of tree.filez(files)) {
             if (Buffer.isBuffer(f.body)) await pack.add(KIND.filez, f.checksum, f.body);
@@ -313,7 +316,7 @@ export async function push(
           if (!out.destroyed) failure = e;
           out.destroy(e instanceof Error ? e : new Error(String(e)));
         });
-        return slices(out);
+        return body;
       };
       const beforeRetry = async (): Promise<void> => {
         progress.stop();
@@ -334,12 +337,57 @@ export async function push(
     let commit = await makeCommit(parent);
     const closure = await tree.closure(commit);
     const treeObjects = closure.filter((o) => o.type !== 'commit');
-    const send = await lacking(closure);
-    stats.present = closure.length - send.length;
-    if (send.some((o) => o.type === 'commit') && commitOpts.signKeys?.length) {
-      send.push({ checksum: commit, type: 'commitmeta' });
+    const sent = live ? await finishLive(live, closure) : undefined;
+    if (sent) {
+      stats.objects = sent.records;
+      stats.bytes = sent.wire;
+      stats.present = sent.existing;
+    } else {
+      // No live pack, or it broke: the two passes, with retries.
+      if (live)
+        note(
+          `${live.failure ?? 'the pack upload failed'}; asking which objects the server lacks, to send those`,
+        );
+      const send = await lacking(closure);
+      stats.present = closure.length - send.length;
+      if (send.some((o) => o.type === 'commit') && commitOpts.signKeys?.length) {
+        send.push({ checksum: commit, type: 'commitmeta' });
+      }
+      await upload(send);
     }
-    await upload(send);
+
+    /**
+     * The rest of a live pack after the walk: the files it does not hold yet, the metadata and the
+     * commit (with its signatures); then the server's answer, or undefined if it broke.
+     */
+    async function finishLive(pack: LivePack, objs: ObjectRef[]) {
+      const files = objs.filter((o) => o.type === 'file' && !pack.has(KIND.filez, o.checksum));
+      const meta = objs
+        .filter((o): o is ObjectRef & { type: Exclude<ObjectType, 'file'> } => o.type !== 'file')
+        .sort((a, b) => RECORD_ORDER[a.type] - RECORD_ORDER[b.type]);
+      progress.phase('upload', files.length + meta.length);
+      try {
+        for await (const f of tree.filez(files.map((o) => o.checksum))) {
+          await pack.filez(f);
+          progress.advance(1, f.length);
+        }
+        for (const o of meta) {
+          if (o.type === 'commit' && commitOpts.signKeys?.length) {
+            const sigs = await objects.getMetadata(o.checksum, 'commitmeta');
+            await pack.add(KIND.commitmeta, o.checksum, sigs);
+          }
+          const bytes = await objects.getMetadata(o.checksum, o.type);
+          await pack.add(KIND[o.type], o.checksum, bytes);
+          progress.advance(1, bytes.length);
+        }
+      } catch (e) {
+        pack.abort();
+        throw e;
+      } finally {
+        progress.stop();
+      }
+      return pack.finish();
+    }
 
     let rebased = 0;
     let retriedMissing = false;
