@@ -34,7 +34,10 @@ function readVersion(): string {
  * 2026-11-25): cold pull 0.78 → 0.75 s and 0.99 → 0.88 s of CPU, a pull served from the cache
  * 0.685 → 0.66 s and 0.92 → 0.80 s, push v2 0.69 → 0.675 s and 0.91 → 0.80 s. A pull of the
  * 1 GiB tree (~4.4 s) took the same time and CPU: its loops still get optimised. `sysroot serve`
- * keeps V8's default: it runs for days.
+ * too (2026-12-06): a fresh server spent ~0.5 s of CPU compiling on its first push of a sysroot, on
+ * the cores the push needs; with 8x the budget it used 1.94 s of CPU instead of 2.11 s for a push of
+ * v1 (medians of 5 alternating runs). The budget only delays optimisation: a server that runs for
+ * days optimises the same hot functions, a little later.
  */
 const SHORT_RUN_INTERRUPT_BUDGET = 8 * 67_584;
 
@@ -84,7 +87,7 @@ export function buildProgram(): Command {
   const lazy =
     (name: string) =>
     async (...args: unknown[]) => {
-      if (name !== 'serve') setFlagsFromString(`--interrupt-budget=${SHORT_RUN_INTERRUPT_BUDGET}`);
+      setFlagsFromString(`--interrupt-budget=${SHORT_RUN_INTERRUPT_BUDGET}`);
       const mod = (await import(`./commands/${name}.js`)) as {
         run: (...a: unknown[]) => Promise<number | undefined>;
       };
