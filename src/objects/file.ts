@@ -81,9 +81,22 @@ function framed(body: Buffer): Buffer {
   return out;
 }
 
+/**
+ * The prefixes of the memoised (frozen, shared) metadata that parsing hands out: verifying a .filez
+ * hashes this prefix, and encoding it again for each of a push's 6,124 records was ~5% of the
+ * server's main thread (CPU profile, 2026-12-06). Callers must not write into the returned bytes.
+ */
+const prefixMemo = new WeakMap<FileMeta, Buffer>();
+
 /** The bytes hashed before the payload: BE32(len H) ‖ 00000000 ‖ H. */
 export function contentHashPrefix(meta: FileMeta): Buffer {
-  return framed(fileHeader(meta));
+  if (!Object.isFrozen(meta)) return framed(fileHeader(meta));
+  let prefix = prefixMemo.get(meta);
+  if (!prefix) {
+    prefix = framed(fileHeader(meta));
+    prefixMemo.set(meta, prefix);
+  }
+  return prefix;
 }
 
 /** The bytes of a `.filez` before its deflated payload. */
