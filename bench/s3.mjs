@@ -30,7 +30,7 @@ import {
   timedAsync,
   version,
 } from './common.mjs';
-import { startServe } from './serve.mjs';
+import { startServe, waitForLog } from './serve.mjs';
 
 const REF = 'stage3-sysroot/x86_64';
 const NODE = process.execPath;
@@ -158,6 +158,9 @@ async function oneStore(i, store, ctx) {
     const args = ['push', '--json', '--url', server.url, '--ref', REF, '--subject', 'bench', ctx.input];
     push = await measure(args, env, server, s3);
     const json = JSON.parse(push.stdout);
+    // The pull below is of the stored pack, which the node generates after the ref move: on S3 that
+    // reads every object back, and a node stopped before it is done leaves it to the pull.
+    await waitForLog(p('serve-push.log'), new RegExp(`packs of ${json.commit} ready`));
     push.objects = json.uploaded.objects;
     push.bytes = json.uploaded.bytes;
   } finally {

@@ -27,3 +27,16 @@ export async function startServe(repo, env, logFile, polls = 400) {
   await stop();
   throw new Error(`sysroot serve --repo ${repo} did not start:\n${readFileSync(logFile, 'utf8')}`);
 }
+
+/**
+ * Wait (at most `timeoutMs`) until `logFile` has a line matching `pattern`: a pushed commit's packs
+ * are generated in the background after its ref moves ("packs of … ready"), and a measurement that
+ * starts before they are, or a node stopped before, measures that generation instead.
+ */
+export async function waitForLog(logFile, pattern, timeoutMs = 120_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!pattern.test(readFileSync(logFile, 'utf8'))) {
+    if (Date.now() > deadline) throw new Error(`${logFile}: no line matching ${pattern} in ${timeoutMs} ms`);
+    await sleep(50);
+  }
+}
