@@ -225,9 +225,10 @@ function notes(m) {
   return [
     `- **push** (${fmt(sp.secs)} s on S3, ${fmt(m.fs.push.secs)} s on a directory): the node stored ` +
       `${fmt(sp.objects, 0)} new objects (${fmt(sp.bytes / MB, 1)} MB compressed) with ${sp.s3} S3 requests, ` +
-      `per object ${perObject(sp, sp.s3Head)} HEADs (the client's "which objects do you lack" query asks ` +
-      'the bucket about each one, and each upload asks again before its write-once PUT) and ' +
-      `${perObject(sp, sp.s3Put)} PUT, and ${sp.s3Get} GETs (${sp.s3GetMeta} of them commit, dirtree and ` +
+      `per object ${perObject(sp, sp.s3Head)} HEADs and ${perObject(sp, sp.s3Put)} PUT (a new ref's push ` +
+      'asks no "which objects do you lack" first, which cost a HEAD per object; its pack goes while ' +
+      'the tree is hashed, and each object is written once), and ' +
+      `${sp.s3Get} GETs (${sp.s3GetMeta} of them commit, dirtree and ` +
       "dirmeta objects: the ref move reads the new commit's tree back to check its closure). That is " +
       `${fmt(per('push'), 2)} ms of extra wall time per S3 request; RGW and its OSD used ` +
       `${fmt(sp.rgwCpu)} s of CPU, the node ${fmt(sp.serverCpu)} s (${fmt(m.fs.push.serverCpu)} s on a directory).`,
