@@ -220,13 +220,8 @@ async function build(
   // 2. Files.
   const counters: Counters = { files: 0, symlinks: 0, bytes: 0 };
   const budget = new Budget(MEMORY_BUDGET);
-  const writer = new Writer(
-    root,
-    asRoot ? ownerOfNewFiles(root) : undefined,
-    creationMask(root),
-    counters,
-    opts.onProgress,
-  );
+  const owner = asRoot ? ownerOfNewFiles(root) : undefined;
+  const writer = new Writer(root, owner, creationMask(root), counters, opts.onProgress);
   const write = async (paths: string[], content: Content, held: Budget | undefined): Promise<void> => {
     if (isSymlink(content.meta)) {
       for (const p of paths) writer.symlink(p, content.meta);
@@ -258,7 +253,9 @@ async function build(
     const d = dirs[i]!;
     const path = d.rel === '' ? root : join(root, d.rel);
     try {
-      if (asRoot) chownSync(path, d.meta.uid, d.meta.gid);
+      // As for files: a directory we made is owned as `owner` says (~800 chowns fewer for a sysroot).
+      if (owner && (owner.uid !== d.meta.uid || owner.gid !== d.meta.gid))
+        chownSync(path, d.meta.uid, d.meta.gid);
       setXattrs(path, d.rel, d.meta.xattrs);
       chmodSync(path, d.meta.mode & 0o7777);
       utimesSync(path, CHECKOUT_MTIME, CHECKOUT_MTIME);
@@ -352,7 +349,8 @@ class Writer {
     const path = join(this.root, rel);
     try {
       symlinkSync(meta.symlinkTarget, path);
-      if (this.created) lchownSync(path, meta.uid, meta.gid);
+      const c = this.created;
+      if (c && (c.uid !== meta.uid || c.gid !== meta.gid)) lchownSync(path, meta.uid, meta.gid);
       setXattrs(path, rel, meta.xattrs);
       lutimesSync(path, CHECKOUT_MTIME, CHECKOUT_MTIME);
     } catch (e) {
