@@ -1,7 +1,8 @@
 /**
  * `sysroot push`: hash the tree, commit it on top of the server's head of the ref, send the objects
  * the server lacks in one pack, and move the ref with a compare-and-swap. Four requests for a new
- * tree: GET the ref, POST objects/missing, POST a pack, PUT the ref.
+ * version of a ref: GET the ref, POST objects/missing, POST a pack, PUT the ref. Three for a new
+ * ref: its pack is sent while the tree is hashed, nothing asked first (live-pack.ts).
  *
  *   hash     pass 1 (push-source.ts): read + sha256 of every file on the worker pool, nothing
  *            deflated or written; dirtrees, dirmetas and the commit built in memory, byte for byte
@@ -117,6 +118,13 @@ export function commitMetadata(
     seen.add(k);
   }
   return metadata;
+}
+
+/** The metadata among `objs`, in RECORD_ORDER. */
+function metadataRecords(objs: ObjectRef[]): Array<ObjectRef & { type: Exclude<ObjectType, 'file'> }> {
+  return objs
+    .filter((o): o is ObjectRef & { type: Exclude<ObjectType, 'file'> } => o.type !== 'file')
+    .sort((a, b) => RECORD_ORDER[a.type] - RECORD_ORDER[b.type]);
 }
 
 function isMoved(e: unknown): e is RegistryError {
@@ -293,9 +301,7 @@ export async function push(
         // A pack that failed to build (a file changed while pushing) fails the same way again.
         if (failure !== undefined) throw failure;
         const files = pending.filter((o) => o.type === 'file').map((o) => o.checksum);
-        const meta = pending
-          .filter((o): o is ObjectRef & { type: Exclude<ObjectType, 'file'> } => o.type !== 'file')
-          .sort((a, b) => RECORD_ORDER[a.type] - RECORD_ORDER[b.type]);
+        const meta = metadataRecords(pending);
         progress.phase('upload', pending.length);
         // `failure` carries a failure to build the pack to the caller.
         const { pack, out, body } = packBody();
@@ -362,9 +368,10 @@ export async function push(
      */
     async function finishLive(pack: LivePack, objs: ObjectRef[]) {
       const files = objs.filter((o) => o.type === 'file' && !pack.has(KIND.filez, o.checksum));
-      const meta = objs
-        .filter((o): o is ObjectRef & { type: Exclude<ObjectType, 'file'> } => o.type !== 'file')
-        .sort((a, b) => RECORD_ORDER[a.type] - RECORD_ORDER[b.type]);
+      const signed: ObjectRef[] = commitOpts.signKeys?.length
+        ? [{ checksum: commit, type: 'commitmeta' }]
+        : [];
+      const meta = metadataRecords([...objs, ...signed]);
       progress.phase('upload', files.length + meta.length);
       try {
         for await (const f of tree.filez(files.map((o) => o.checksum))) {
@@ -372,10 +379,6 @@ export async function push(
           progress.advance(1, f.length);
         }
         for (const o of meta) {
-          if (o.type === 'commit' && commitOpts.signKeys?.length) {
-            const sigs = await objects.getMetadata(o.checksum, 'commitmeta');
-            await pack.add(KIND.commitmeta, o.checksum, sigs);
-          }
           const bytes = await objects.getMetadata(o.checksum, o.type);
           await pack.add(KIND[o.type], o.checksum, bytes);
           progress.advance(1, bytes.length);
