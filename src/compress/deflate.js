@@ -61,7 +61,7 @@ const igzip = loaded.addon;
 
 /** The engine `deflateSettings()` picks: igzip if its addon loaded. */
 export const engine = /** @type {Engine} */ (igzip ? 'igzip' : 'zlib');
-/** Why igzip is not in use ('' when it is): for `sysroot --version` and the tests. */
+/** Why igzip is not in use ('' when it is): for messages and the tests. */
 export const igzipUnavailable = loaded.why;
 
 /**
@@ -86,8 +86,7 @@ function addonFor(s) {
  * @param {Uint8Array} data @param {DeflateSettings} s @returns {Buffer}
  */
 export function deflateRaw(data, s) {
-  const addon = addonFor(s);
-  return addon ? addon.deflateRaw(data, s.level, true) : deflateRawSync(data, { level: s.level });
+  return deflatePiece(data, s, true);
 }
 
 /**

@@ -62,7 +62,8 @@ const NO_HEADER = new Uint8Array(0);
 export interface HashOnly {
   pool: HashPool;
   /**
-   * Each distinct-or-not file once hashed, in the order batches finish. `filez` comes with it when
+   * Every file once hashed (a content repeated in the tree comes once per path), in the order
+   * batches finish. `filez` comes with it when
    * `deflate` said so at the batch's submission; the import waits for a returned promise before it
    * hands on the next results (backpressure from the caller's upload).
    */

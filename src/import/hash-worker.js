@@ -4,8 +4,9 @@
  *
  * Plain JavaScript on purpose: vitest runs the TypeScript sources directly and Node 20 cannot start
  * a worker from a .ts file, so this file must run as is (tsc checks it through checkJs and copies it
- * to dist/). It imports node: builtins and the deflate engines (src/compress/deflate.js, plain JS too); the main thread encodes the GVariant headers with
- * src/objects and sends the bytes with every item, so the checksum rules live in one place.
+ * to dist/). It imports node: builtins and the deflate engines (src/compress/deflate.js, plain JS
+ * too); the main thread encodes the GVariant headers with src/objects and sends the bytes with every
+ * item, so the checksum rules live in one place.
  *
  * Protocol (see pool.ts for the other side; every request has a numeric id, answered once by
  * {type:'done', id, ok, results | error}):
