@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs';
 import { setFlagsFromString } from 'node:v8';
 import { Command, CommanderError, Option } from 'commander';
+import { tuneMalloc } from '../src/malloc-tuning.js';
 import { EXIT } from './exit-codes.js';
 import { reportError } from './output.js';
 
@@ -88,6 +89,7 @@ export function buildProgram(): Command {
     (name: string) =>
     async (...args: unknown[]) => {
       setFlagsFromString(`--interrupt-budget=${SHORT_RUN_INTERRUPT_BUDGET}`);
+      tuneMalloc(name === 'serve' ? 'server' : 'command');
       const mod = (await import(`./commands/${name}.js`)) as {
         run: (...a: unknown[]) => Promise<number | undefined>;
       };

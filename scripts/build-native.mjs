@@ -1,10 +1,14 @@
 #!/usr/bin/env node
-// build-native.mjs - build the optional igzip addon (native/igzip: ISA-L's deflate), run by
-// `npm ci` / `npm install` as this package's install script.
+// build-native.mjs - build the optional native addons, run by `npm ci` / `npm install` as this
+// package's install script:
+//
+//   native/memory  glibc malloc settings (src/malloc-tuning.ts); needs only a C compiler
+//   native/igzip   ISA-L's deflate (src/compress/deflate.js); needs ISA-L's headers too
 //
 // Usage: node scripts/build-native.mjs
 //
-// The addon makes deflate ~4.6x cheaper than Node's zlib (src/compress/deflate.js has the figures),
+// Neither is required: without them the registry does the same work, slower, and the install never
+// fails on this step. The igzip addon makes deflate ~4.6x cheaper than Node's zlib (src/compress/deflate.js has the figures),
 // which is most of a push's and a commit's CPU. It needs a C compiler and ISA-L's headers
 // (Debian/Ubuntu: apt-get install libisal-dev). Without them the build is skipped with a note and
 // the registry uses Node's zlib: slower, same objects, so the install never fails on this step.
@@ -14,13 +18,8 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const dir = join(dirname(fileURLToPath(import.meta.url)), '..', 'native', 'igzip');
+const native = join(dirname(fileURLToPath(import.meta.url)), '..', 'native');
 const say = (line) => process.stderr.write(`sysroot-registry: ${line}\n`);
-
-if (process.env.SYSROOT_DEFLATE === 'zlib') {
-  say('SYSROOT_DEFLATE=zlib: not building native/igzip');
-  process.exit(0);
-}
 
 // npm hands its own node-gyp to install scripts; outside npm, use the one npm ships with.
 const nodeGyp =
@@ -29,11 +28,22 @@ const nodeGyp =
     ? join(dirname(process.env.npm_execpath), '..', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js')
     : undefined);
 if (!nodeGyp || !existsSync(nodeGyp)) {
-  say('node-gyp not found (run this through npm): native/igzip not built, deflate uses Node zlib');
+  say('node-gyp not found (run this through npm): native addons not built, deflate uses Node zlib');
   process.exit(0);
 }
 
-const r = spawnSync(process.execPath, [nodeGyp, 'rebuild'], { cwd: dir, encoding: 'utf8' });
+const build = (name) =>
+  spawnSync(process.execPath, [nodeGyp, 'rebuild'], { cwd: join(native, name), encoding: 'utf8' });
+
+const m = build('memory');
+if (m.status === 0) say('built native/memory (malloc settings)');
+else say(`native/memory failed to build (exit ${m.status}): glibc's malloc defaults stay (more page faults)`);
+
+if (process.env.SYSROOT_DEFLATE === 'zlib') {
+  say('SYSROOT_DEFLATE=zlib: not building native/igzip');
+  process.exit(0);
+}
+const r = build('igzip');
 if (r.status === 0) {
   say('built native/igzip (ISA-L deflate)');
   process.exit(0);

@@ -8,6 +8,7 @@ import { hasOstree } from '../helpers/ostree.js';
 const installScript = fileURLToPath(new URL('../../scripts/install-test-deps.sh', import.meta.url));
 const buildNative = fileURLToPath(new URL('../../scripts/build-native.mjs', import.meta.url));
 const igzipAddon = fileURLToPath(new URL('../../native/igzip/build/Release/igzip.node', import.meta.url));
+const memoryAddon = fileURLToPath(new URL('../../native/memory/build/Release/memory.node', import.meta.url));
 
 /**
  * vitest globalSetup: make sure the real `ostree` CLI is there before any test file loads.
@@ -19,7 +20,7 @@ const igzipAddon = fileURLToPath(new URL('../../native/igzip/build/Release/igzip
 export default async function setup(): Promise<() => void> {
   const teardown = runTempDir();
   if (hasOstree()) {
-    buildIgzip();
+    buildAddons();
     return teardown;
   }
 
@@ -42,17 +43,19 @@ export default async function setup(): Promise<() => void> {
         'These tests are never skipped: they are what proves our output matches OSTree byte for byte.',
     );
   }
-  buildIgzip();
+  buildAddons();
   return teardown;
 }
 
 /**
- * The igzip addon (native/igzip) is built by `npm ci` when ISA-L's headers are there. A checkout
- * installed before them (install-test-deps.sh adds libisal-dev) gets it built here, so the tests run
- * what users get; test/deflate.test.ts fails, with the reason, if it still is not there.
+ * The native addons are built by `npm ci`: native/memory always, native/igzip when ISA-L's headers
+ * are there. A checkout installed before them (install-test-deps.sh adds libisal-dev) gets them built
+ * here, so the tests run what users get; test/deflate.test.ts and test/malloc-tuning.test.ts fail,
+ * with the reason, if one still is not there.
  */
-function buildIgzip(): void {
-  if (existsSync(igzipAddon) || process.env.SYSROOT_DEFLATE === 'zlib') return;
+function buildAddons(): void {
+  const igzipDone = existsSync(igzipAddon) || process.env.SYSROOT_DEFLATE === 'zlib';
+  if (igzipDone && existsSync(memoryAddon)) return;
   if (process.getuid?.() === 0) {
     try {
       execFileSync('bash', [installScript], { stdio: 'inherit' });
