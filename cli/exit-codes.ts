@@ -20,6 +20,11 @@ export const EXIT = {
   IO: 8,
   /** No valid signature by a trusted, unrevoked key (unsigned, wrongly signed, revoked, tampered log). */
   SIGNATURE: 9,
+  /**
+   * Whatever read stdout went away before everything was written (`sysroot ... | head`): 128 + 13,
+   * what a shell reports for a command that SIGPIPE killed, which Node ignores.
+   */
+  PIPE: 141,
 } as const;
 
 const BY_CODE: Record<ErrorCode, number> = {

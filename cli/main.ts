@@ -429,6 +429,13 @@ export function buildProgram(): Command {
 }
 
 export async function main(argv: string[]): Promise<void> {
+  // A reader that stops early (`sysroot --help | head -1`) made the next write fail with EPIPE, an
+  // 'error' event nothing handled: a stack trace and exit code 1. Stop quietly instead, as a
+  // command killed by SIGPIPE does; nothing more can be written anyway.
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+    process.exit(EXIT.PIPE);
+  });
   const program = buildProgram();
   const asJson = argv.includes('--json');
   try {

@@ -2,9 +2,11 @@
  * The `sysroot` command as scripts and release jobs use it: the contract forms of docs/cli.md,
  * their output and their exit codes, run as a separate process against real directories.
  */
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sysroot, sysrootOk } from './helpers/cli.js';
 import { rawTar } from './helpers/import-tar-builder.js';
@@ -58,6 +60,20 @@ beforeAll(() => {
 });
 
 describe('sysroot CLI', () => {
+  it('stops quietly with 141 when whatever reads stdout has gone (`sysroot --help | head`)', () => {
+    // `true` exits without reading, long before node has started: the first write fails with EPIPE.
+    const bin = fileURLToPath(new URL('../bin/sysroot.js', import.meta.url));
+    const r = spawnSync(
+      'bash',
+      ['-c', '"$0" "$1" --help | true; echo "${PIPESTATUS[0]}"', process.execPath, bin],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(r.stdout.trim()).toBe('141');
+    expect(r.stderr).toBe('');
+  });
+
   it('prints the commit checksum as the last line of stdout and the pin on stderr', () => {
     const r = sysroot(['commit', '--repo', repo, '--ref', 'other', makeTree(join(work, 'v3'), '3')]);
     expect(r.status).toBe(0);
