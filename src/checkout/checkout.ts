@@ -43,6 +43,7 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { getAttributeSync, setAttributeSync } from '@napi-rs/xattr';
 import { errnoCode, RegistryError } from '../errors.js';
 import { mapLimit } from '../map-limit.js';
+import { GarbageMeter } from '../minor-gc.js';
 import {
   type Checksum,
   type DirMeta,
@@ -94,6 +95,14 @@ const CONCURRENCY = 32;
 const MEMORY_BUDGET = 256 * 1024 * 1024;
 
 const O_CREATE_NEW = fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW;
+
+/**
+ * A minor GC per this many payload bytes written (src/minor-gc.js): each payload is garbage once
+ * written, and V8 let ~60 MB of them pile up before collecting. Cold pull of v1 on the VM of
+ * 2026-12-06 (medians of 4 alternating runs): peak RSS 123 → 107 MB, page faults 21,100 → 17,300,
+ * 1.30 → 1.22 s. Every 1 MB saved ~1,500 faults more but ran ~120 scavenges; 16 MB saved nothing.
+ */
+const GC_EVERY = 4 * 1024 * 1024;
 
 /**
  * Check out `commit` into `dest`, which must not exist or be an empty directory (E_DEST_NOT_EMPTY).
@@ -220,6 +229,7 @@ async function build(
   // 2. Files.
   const counters: Counters = { files: 0, symlinks: 0, bytes: 0 };
   const budget = new Budget(MEMORY_BUDGET);
+  const garbage = new GarbageMeter(GC_EVERY);
   const owner = asRoot ? ownerOfNewFiles(root) : undefined;
   const writer = new Writer(root, owner, creationMask(root), counters, opts.onProgress);
   const write = async (paths: string[], content: Content, held: Budget | undefined): Promise<void> => {
@@ -231,6 +241,8 @@ async function build(
       } finally {
         held?.release(content.size);
       }
+      garbage.dropped(content.size);
+      garbage.collect();
     } else {
       await writer.streamedFile(paths, content.meta, await content.open());
     }

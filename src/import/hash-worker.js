@@ -38,10 +38,9 @@ import {
   writeSync,
 } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { setFlagsFromString } from 'node:v8';
-import { runInNewContext } from 'node:vm';
 import { parentPort, threadId, workerData } from 'node:worker_threads';
 import { deflatePiece, deflateRaw } from '../compress/deflate.js';
+import { GarbageMeter } from '../minor-gc.js';
 
 /**
  * @typedef {{ root: string | null, tmpDir: string, deflate: import('../compress/deflate.js').DeflateSettings,
@@ -70,37 +69,17 @@ const O_NOFOLLOW = fsConstants.O_NOFOLLOW;
  * Every file leaves its payload (tar) and its deflate output behind as garbage, and V8 does not
  * notice: the backing stores live outside its heap and the JS objects are a few bytes each, so the
  * young generation hardly fills and a GC came only every ~40 MB per worker (that was most of a 284 MB
- * peak RSS importing /usr). A minor GC (~50 us with a 2 MB young generation) per GC_EVERY bytes let go
- * of keeps it at a few MB. Worker execArgv cannot carry V8 flags, hence setFlagsFromString.
+ * peak RSS importing /usr). A minor GC (~50 us with a 2 MB young generation) per 2 MB let go
+ * of keeps it at a few MB (src/minor-gc.js).
  *
  * collect() runs between jobs, or between chunks of one file, never inside a batch: a scavenge there
  * would see the batch's unprocessed payloads still referenced, promote them after two rounds, and
  * then only a major GC frees them (tar import held ~100 MB that way).
  */
-const GC_EVERY = 2 * 1024 * 1024;
-/** @type {((opts?: { type: 'minor' | 'major' }) => void) | undefined} */
-const gc = (() => {
-  try {
-    setFlagsFromString('--expose-gc');
-    const fn = runInNewContext('gc');
-    return typeof fn === 'function' ? fn : undefined;
-  } catch {
-    return undefined;
-  }
-})();
-let garbage = 0;
-
+const meter = new GarbageMeter(2 * 1024 * 1024);
 /** @param {number} bytes buffers just dropped */
-function dropped(bytes) {
-  garbage += bytes;
-}
-
-function collect() {
-  if (garbage >= GC_EVERY) {
-    garbage = 0;
-    gc?.({ type: 'minor' });
-  }
-}
+const dropped = (bytes) => meter.dropped(bytes);
+const collect = () => meter.collect();
 
 /** objects/XX directories this thread has already made (256 at most). */
 const madeDirs = new Set();

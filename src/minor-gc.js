@@ -1,0 +1,51 @@
+// @ts-check
+/**
+ * A minor GC (a scavenge of V8's young generation) on demand, for code that drops large Buffers
+ * faster than V8 notices.
+ *
+ * A Buffer's bytes live outside V8's heap and its JS object is a few bytes, so dropping a 1 MiB
+ * payload hardly fills the young generation: the bytes stay allocated until a GC happens to come,
+ * and new payloads take fresh memory meanwhile, each page of it a page fault. A scavenge costs
+ * ~0.1-1 ms when little is alive, so one per few MB dropped keeps the garbage small.
+ *
+ * Call it where the dropped buffers are dead and the ones in use are few: a scavenge promotes what
+ * survives two of them to the old generation, whose buffers only a major GC frees.
+ *
+ * V8 exposes gc() only with --expose-gc; setFlagsFromString turns that on for contexts made after,
+ * and a new vm context hands the function over. Undefined if that fails: then V8 decides alone.
+ */
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+
+/** @type {((opts?: { type: 'minor' | 'major' }) => void) | undefined} */
+const gc = (() => {
+  try {
+    setFlagsFromString('--expose-gc');
+    const fn = runInNewContext('gc');
+    return typeof fn === 'function' ? fn : undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+/** Counts bytes dropped and runs a minor GC each time `every` more have been. */
+export class GarbageMeter {
+  /** @param {number} every bytes */
+  constructor(every) {
+    this.every = every;
+    this.garbage = 0;
+  }
+
+  /** @param {number} bytes of buffers just dropped (or about to be, once the caller returns) */
+  dropped(bytes) {
+    this.garbage += bytes;
+  }
+
+  /** A minor GC if `every` bytes have been dropped since the last one. */
+  collect() {
+    if (this.garbage >= this.every) {
+      this.garbage = 0;
+      gc?.({ type: 'minor' });
+    }
+  }
+}
