@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import type { DeflateSettings } from '../compress/deflate.js';
 import { noSpaceError, RegistryError } from '../errors.js';
+import { reapplyAfterWorkerStart } from '../young-generation.js';
 
 export interface WorkerInit {
   /** Repository root of an FsBlobStore: the worker writes objects itself. Null for other stores. */
@@ -79,6 +80,7 @@ export class HashPool {
         // instead of 148 MB on the Debian tree at the same speed (each worker held ~12 MB of garbage).
         resourceLimits: { maxYoungGenerationSizeMb: 2 },
       });
+      reapplyAfterWorkerStart(worker);
       const slot: Slot = { worker, inflight: new Map() };
       worker.on('message', (m: Reply) => this.onReply(slot, m));
       worker.on('error', (e) => this.onCrash(slot, e));

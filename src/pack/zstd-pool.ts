@@ -13,6 +13,7 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { RegistryError } from '../errors.js';
+import { reapplyAfterWorkerStart } from '../young-generation.js';
 
 /** The compressed frame, and the raw buffer handed back for reuse. */
 export interface Compressed {
@@ -75,6 +76,7 @@ class ZstdPool {
 
   private spawn(): void {
     const worker = new Worker(new URL('./zstd-worker.js', import.meta.url));
+    reapplyAfterWorkerStart(worker);
     const slot: Slot = { worker, ready: false, jobs: new Map() };
     worker.on('message', (m: Reply) => {
       if ('ready' in m) {

@@ -16,6 +16,7 @@
 import { dirname } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { noSpaceError, RegistryError } from '../errors.js';
+import { reapplyAfterWorkerStart } from '../young-generation.js';
 import type { FsBlobStore } from './fs-blob-store.js';
 
 /** A batch closes at 64 blobs or 2 MiB: ~50 us of messaging per batch against ~5 ms of syscalls. */
@@ -50,6 +51,7 @@ let shared: { worker: Worker; next: number; waiting: Map<number, Waiting> } | un
 function worker(): NonNullable<typeof shared> {
   if (shared) return shared;
   const w = new Worker(new URL('./fs-write-worker.js', import.meta.url));
+  reapplyAfterWorkerStart(w);
   const s = { worker: w, next: 1, waiting: new Map<number, Waiting>() };
   w.unref();
   w.on('message', (m: { id: number; results: Result[]; buf?: ArrayBuffer }) => {
