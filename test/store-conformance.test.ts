@@ -113,7 +113,13 @@ describe('FsBlobStore conditional replace across processes', () => {
       // plain Node 20 cannot import .ts, and dist/ may be older than the source under test.
       const build = join(dir, 'build');
       await mkdir(join(build, 'store'), { recursive: true });
-      for (const file of ['errors.ts', 'store/fs-blob-store.ts', 'store/fs-batch-writer.ts']) {
+      const files = [
+        'errors.ts',
+        'young-generation.js',
+        'store/fs-blob-store.ts',
+        'store/fs-batch-writer.ts',
+      ];
+      for (const file of files) {
         const source = await readFile(fileURLToPath(new URL(`../src/${file}`, import.meta.url)), 'utf8');
         const js = ts.transpileModule(source, {
           compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
