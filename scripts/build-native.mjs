@@ -7,12 +7,11 @@
 //
 // Usage: node scripts/build-native.mjs
 //
-// Neither is required: without them the registry does the same work, slower, and the install never
-// fails on this step. The igzip addon makes deflate ~4.6x cheaper than Node's zlib (src/compress/deflate.js has the figures),
-// which is most of a push's and a commit's CPU. It needs a C compiler and ISA-L's headers
-// (Debian/Ubuntu: apt-get install libisal-dev). Without them the build is skipped with a note and
-// the registry uses Node's zlib: slower, same objects, so the install never fails on this step.
-// SYSROOT_DEFLATE=zlib skips the build too.
+// Neither is required: without one the registry does the same work, slower, and the install never
+// fails on this step. The igzip addon makes deflate ~4.6x cheaper than Node's zlib
+// (src/compress/deflate.js has the figures), which is most of a push's and a commit's CPU; without
+// ISA-L's headers (Debian/Ubuntu: apt-get install libisal-dev) it is skipped with a note and the
+// registry uses Node's zlib: slower, same objects. SYSROOT_DEFLATE=zlib skips it too.
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';

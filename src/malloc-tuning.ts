@@ -21,17 +21,11 @@
  * should mostly go back. Settings the user gives glibc (GLIBC_TUNABLES, MALLOC_*_) win: nothing is
  * changed then. Without the addon (not built, or not glibc) the defaults stay; only speed differs.
  */
-import { createRequire } from 'node:module';
+import { loadAddon } from './native-addon.js';
 
 /** glibc's largest M_MMAP_THRESHOLD on 64-bit (HEAP_MAX_SIZE / 2). */
 const MMAP_THRESHOLD = 32 * 1024 * 1024;
 const TRIM = { command: 256 * 1024 * 1024, server: 64 * 1024 * 1024 } as const;
-
-/** Where the addon is built, from src/ (sources) and from dist/src/ (built). */
-const ADDON_PATHS = [
-  '../native/memory/build/Release/memory.node',
-  '../../native/memory/build/Release/memory.node',
-];
 
 interface MemoryAddon {
   tune(mmapThreshold: number, trimThreshold: number): boolean;
@@ -52,15 +46,6 @@ function userSettings(env: NodeJS.ProcessEnv): boolean {
  */
 export function tuneMalloc(kind: keyof typeof TRIM, env: NodeJS.ProcessEnv = process.env): boolean {
   if (userSettings(env)) return false;
-  const require = createRequire(import.meta.url);
-  for (const rel of ADDON_PATHS) {
-    let addon: MemoryAddon;
-    try {
-      addon = require(new URL(rel, import.meta.url).pathname) as MemoryAddon;
-    } catch {
-      continue;
-    }
-    return addon.tune(MMAP_THRESHOLD, TRIM[kind]);
-  }
-  return false;
+  const addon = loadAddon('memory').addon as MemoryAddon | null;
+  return addon ? addon.tune(MMAP_THRESHOLD, TRIM[kind]) : false;
 }

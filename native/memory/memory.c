@@ -1,6 +1,6 @@
 /*
- * memory.node: glibc malloc settings for the process, set once at start-up (src/memory.ts says
- * which and why).
+ * memory.node: glibc malloc settings for the process, set once at start-up (src/malloc-tuning.ts
+ * says which and why).
  *
  *   tune(mmapThreshold, trimThreshold) -> boolean
  *       mallopt(M_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD), both in bytes; true if both were

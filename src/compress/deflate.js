@@ -18,8 +18,9 @@
  * Plain JavaScript, like the import worker that uses it (Node 20 cannot start a worker from .ts).
  * SYSROOT_DEFLATE=zlib turns igzip off (to compare, or to rule it out).
  */
-import { createRequire } from 'node:module';
+
 import { deflateRawSync, inflateRawSync, inflateRaw as inflateRawZlib, constants as zc } from 'node:zlib';
+import { loadAddon } from '../native-addon.js';
 
 /** @typedef {'igzip' | 'zlib'} Engine */
 /** How to deflate: the engine and its level (igzip 0-3, zlib 0-9). */
@@ -32,28 +33,18 @@ import { deflateRawSync, inflateRawSync, inflateRaw as inflateRawZlib, constants
  * }} Igzip
  */
 
-/** Where the addon is built, from src/compress (sources) and from dist/src/compress (built). */
-const ADDON_PATHS = [
-  '../../native/igzip/build/Release/igzip.node',
-  '../../../native/igzip/build/Release/igzip.node',
-];
-
 /** @returns {{ addon: Igzip | null, why: string }} */
 function loadIgzip() {
   if (process.env.SYSROOT_DEFLATE === 'zlib') return { addon: null, why: 'SYSROOT_DEFLATE=zlib' };
-  const require = createRequire(import.meta.url);
-  let why =
-    'native/igzip is not built (it needs ISA-L: on Debian, apt-get install libisal-dev, then npm rebuild)';
-  for (const rel of ADDON_PATHS) {
-    try {
-      return { addon: /** @type {Igzip} */ (require(new URL(rel, import.meta.url).pathname)), why: '' };
-    } catch (e) {
-      const err = /** @type {NodeJS.ErrnoException} */ (e);
-      // Built but not loadable (libisal.so.2 removed since): say so rather than "not built".
-      if (err.code !== 'MODULE_NOT_FOUND') why = `native/igzip did not load: ${err.message}`;
-    }
-  }
-  return { addon: null, why };
+  const { addon, error } = loadAddon('igzip');
+  if (addon) return { addon: /** @type {Igzip} */ (addon), why: '' };
+  return {
+    addon: null,
+    // Built but not loadable (libisal.so.2 removed since): say so rather than "not built".
+    why: error
+      ? `native/igzip did not load: ${error.message}`
+      : 'native/igzip is not built (it needs ISA-L: on Debian, apt-get install libisal-dev, then npm rebuild)',
+  };
 }
 
 const loaded = loadIgzip();

@@ -76,10 +76,7 @@ const O_NOFOLLOW = fsConstants.O_NOFOLLOW;
  * would see the batch's unprocessed payloads still referenced, promote them after two rounds, and
  * then only a major GC frees them (tar import held ~100 MB that way).
  */
-const meter = new GarbageMeter(2 * 1024 * 1024);
-/** @param {number} bytes buffers just dropped */
-const dropped = (bytes) => meter.dropped(bytes);
-const collect = () => meter.collect();
+const garbage = new GarbageMeter(2 * 1024 * 1024);
 
 /** objects/XX directories this thread has already made (256 at most). */
 const madeDirs = new Set();
@@ -267,8 +264,8 @@ async function deflateToTemp(header, source, what) {
     for await (const chunk of source) {
       const z = deflatePiece(chunk, init.deflate, false);
       writeAll(fd, z);
-      dropped(z.length);
-      collect();
+      garbage.dropped(z.length);
+      garbage.collect();
     }
     writeAll(fd, deflatePiece(new Uint8Array(0), init.deflate, true));
     return tmp;
@@ -335,12 +332,12 @@ function hashItem(item, deflate = false) {
   }
   // Objects the store already has are neither compressed nor written again.
   if (existsSync(objectFile(checksum))) {
-    if (item.kind === 'data') dropped(item.data.length);
+    if (item.kind === 'data') garbage.dropped(item.data.length);
     return { checksum, status: 'existing' };
   }
   const z = payload ? deflateRaw(payload, init.deflate) : undefined;
   const status = writeObject(checksum, z ? [item.header, z] : [item.header]);
-  dropped((z?.length ?? 0) + (item.kind === 'data' ? item.data.length : 0));
+  garbage.dropped((z?.length ?? 0) + (item.kind === 'data' ? item.data.length : 0));
   return { checksum, status };
 }
 
@@ -352,7 +349,7 @@ function compressItem(item) {
   if (item.kind === 'path' && checksumOf(item.prefix, payload) !== item.checksum) {
     throw new ImportFailure(`${item.path}: changed while being imported`, item.path, undefined, true);
   }
-  if (item.kind === 'data') dropped(item.data.length);
+  if (item.kind === 'data') garbage.dropped(item.data.length);
   return { filez: filezOf(item, payload) };
 }
 
@@ -367,7 +364,7 @@ function filezOf(item, payload) {
   filez.set(item.header, 0);
   filez.set(z, item.header.length);
   // z is garbage now (filez is transferred): counted, or a push's workers grew by ~40 MB each.
-  dropped(z.length);
+  garbage.dropped(z.length);
   return filez;
 }
 
@@ -430,8 +427,8 @@ async function streamJob(id, prefix, header, size) {
       total += chunk.length;
       hash.update(chunk);
       yield buf(chunk);
-      dropped(chunk.length);
-      collect();
+      garbage.dropped(chunk.length);
+      garbage.collect();
       port?.postMessage({ type: 'ack', id, bytes: chunk.length });
     }
   };
@@ -500,7 +497,7 @@ async function pump() {
         const error = { message: f.message, path: f.path, errno: f.errno, changed: f.changed };
         port?.postMessage({ type: 'done', id: msg.id, ok: false, error });
       }
-      collect();
+      garbage.collect();
     }
   } finally {
     running = false;
