@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { isRegistryError } from '../src/errors.js';
-import { encode } from '../src/gvariant/index.js';
+import { decode, encode } from '../src/gvariant/index.js';
 import {
   compareNames,
   contentChecksum,
@@ -106,6 +106,126 @@ describe('dirmeta and dirtree', () => {
       [],
     ]);
     expect(() => decodeDirTree(unsorted, 'x.dirtree')).toThrow(/x\.dirtree: entries not sorted at "a"/);
+  });
+
+  it('decodes damaged dirtrees exactly as the generic GVariant codec judges them', () => {
+    // decodeDirTree parses dirtrees itself (parseDirTree) and leaves what it does not take to the
+    // generic codec; it must never accept bytes the codec calls malformed or not in normal form,
+    // and must read the same entries from bytes the codec accepts. Inputs: every vector dirtree (1-,
+    // 2- and 4-byte offsets), names outside ASCII, and copies with bytes changed, cut or added.
+    const samples: Buffer[] = dirtrees.map((o) =>
+      readFileSync(join(repo, 'objects', o.checksum.slice(0, 2), `${o.checksum.slice(2)}.dirtree`)),
+    );
+    samples.push(
+      encodeDirTree({ files: [], dirs: [] }),
+      encodeDirTree({
+        files: [{ name: 'é日本\u{1f600}', checksum: 'ab'.repeat(32) }],
+        dirs: [{ name: 'd', tree: 'cd'.repeat(32), meta: 'ef'.repeat(32) }],
+      }),
+    );
+    let seed = 42;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const outcome = (bytes: Buffer): string => {
+      try {
+        const t = decodeDirTree(bytes);
+        return JSON.stringify(t);
+      } catch (e) {
+        return isRegistryError(e) ? e.code : `not a RegistryError: ${(e as Error).message}`;
+      }
+    };
+    /** What the generic codec makes of the bytes, with decodeDirTree's checks on top. */
+    const reference = (bytes: Buffer): string => {
+      let v: [[string, Buffer][], [string, Buffer, Buffer][]];
+      try {
+        v = decode('(a(say)a(sayay))', bytes) as typeof v;
+      } catch {
+        return 'E_NOT_NORMAL_FORM';
+      }
+      const [files, dirs] = v;
+      if ([...files.map((f) => f[1]), ...dirs.flatMap((d) => [d[1], d[2]])].some((c) => c.length !== 32))
+        return 'E_CORRUPT_OBJECT';
+      const names = [files.map((f) => f[0]), dirs.map((d) => d[0])];
+      const bad = (n: string) => n === '' || n === '.' || n === '..' || n.includes('/');
+      if (names.flat().some(bad)) return 'E_BAD_NAME';
+      const sorted = (l: string[]) => l.every((n, i) => i === 0 || compareNames(l[i - 1]!, n) < 0);
+      if (!names.every(sorted) || new Set(names.flat()).size !== names.flat().length)
+        return 'E_CORRUPT_OBJECT';
+      return JSON.stringify({
+        files: files.map(([name, c]) => ({ name, checksum: c.toString('hex') })),
+        dirs: dirs.map(([name, t, m]) => ({ name, tree: t.toString('hex'), meta: m.toString('hex') })),
+      });
+    };
+    // Framing offsets wider than GVariant gives them (not normal form) that still parse: an entry,
+    // a list or the whole tree ending near 255 bytes, with that one container's offsets 1, 2 or 4
+    // wide and the others as GVariant makes them.
+    const width = (body: number, n: number): number =>
+      n === 0 ? 0 : body + n <= 0xff ? 1 : body + 2 * n <= 0xffff ? 2 : 4;
+    const container = (parts: Buffer[], offsets: number[], w?: number): Buffer => {
+      const body = Buffer.concat(parts);
+      const k = w ?? width(body.length, offsets.length);
+      const table = Buffer.alloc(k * offsets.length);
+      // An offset too big for k is cut: wrong on purpose, and refused.
+      for (const [i, o] of offsets.entries()) table.writeUIntLE(o % 256 ** k, i * k, k);
+      return Buffer.concat([body, table]);
+    };
+    const list = (entries: Buffer[], w?: number): Buffer => {
+      let end = 0;
+      return container(
+        entries,
+        entries.map((e) => (end += e.length)),
+        w,
+      );
+    };
+    const constructed: Buffer[] = [];
+    for (let len = 180; len <= 240; len++) {
+      for (const w of [1, 2, 4]) {
+        for (const at of ['file', 'dir', 'list', 'top'] as const) {
+          const name = Buffer.from(`${'n'.repeat(len)}\0`);
+          const file = container([name, Buffer.alloc(32, 7)], [name.length], at === 'file' ? w : undefined);
+          const dir = container(
+            [name, Buffer.alloc(32, 8), Buffer.alloc(32, 9)],
+            [name.length + 32, name.length],
+            at === 'dir' ? w : undefined,
+          );
+          const files = list(at === 'dir' ? [] : [file], at === 'list' ? w : undefined);
+          const dirs = list(at === 'dir' ? [dir] : [], at === 'list' ? w : undefined);
+          constructed.push(container([files, dirs], [files.length], at === 'top' ? w : undefined));
+        }
+      }
+    }
+    for (const c of constructed) expect(outcome(c), c.toString('hex')).toBe(reference(c));
+    let accepted = 0;
+    let refused = 0;
+    for (const good of samples) {
+      const variants: Buffer[] = [good, Buffer.concat([good, Buffer.from([0])])];
+      for (let i = 0; i < 120; i++) {
+        const m = Buffer.from(good);
+        const at = rand(m.length);
+        m[at] = rand(3) === 0 ? m[at]! ^ (1 << rand(8)) : rand(256);
+        variants.push(m);
+      }
+      // The framing offsets are at the ends: change each of the last 16 bytes, and cut there.
+      for (let back = 1; back <= Math.min(16, good.length); back++) {
+        const m = Buffer.from(good);
+        m[m.length - back] = (m[m.length - back]! + 1) & 0xff;
+        variants.push(m, good.subarray(0, good.length - back));
+      }
+      for (const v of variants) {
+        const expected = reference(v);
+        expect(outcome(v), `bytes ${v.toString('hex').slice(0, 80)}…`).toBe(expected);
+        if (expected.startsWith('{')) {
+          // And the encoder (which writes the bytes itself too) gives back exactly what was read.
+          expect(encodeDirTree(JSON.parse(expected)).equals(v)).toBe(true);
+          accepted++;
+        } else refused++;
+      }
+    }
+    // Both kinds of verdict were exercised (a changed checksum byte is still a valid dirtree).
+    expect(accepted).toBeGreaterThan(100);
+    expect(refused).toBeGreaterThan(100);
   });
 
   it('orders names as strcmp orders their UTF-8 bytes, astral characters included', () => {
