@@ -81,6 +81,12 @@ export type PackEvent =
 export interface ReadPackOptions {
   /** Records whose data is at most this many bytes (≤ MAX_COLLECT) come as one `data` event. Default 0. */
   collect?: number;
+  /**
+   * Decode into one buffer again and again (decodeFrames' `reuse`): a `data` chunk is then valid
+   * only until the next event is asked for, and a consumer copies what it keeps. For a consumer
+   * that writes each chunk out at once (a pull's checkout); it saves a fresh 1 MiB per frame.
+   */
+  reuse?: boolean;
 }
 
 export const MAX_COLLECT = 16 * 1024 * 1024;
@@ -104,7 +110,7 @@ export async function* readPack(
     });
   }
   const frames: FrameInfo[] = [];
-  const regions = decodeFrames(source, frames);
+  const regions = decodeFrames(source, frames, { reuse: opts.reuse === true });
   const cur = new Cursor(regions);
   try {
     const stream = createHash('sha256');
@@ -154,6 +160,7 @@ export async function* readPack(
         checksum,
         length,
         collect,
+        opts.reuse === true,
       );
       if (kind === KIND.content) yield* r.content();
       else if (kind === KIND.filez) yield* r.filez();
@@ -208,6 +215,8 @@ class RecordReader {
     private readonly checksum: Checksum,
     private readonly length: number,
     private readonly collect: number,
+    /** The cursor's bytes are overwritten once it moves on (ReadPackOptions.reuse). */
+    private readonly reuse: boolean,
   ) {
     this.id = recordId(kind, checksum);
   }
@@ -218,9 +227,14 @@ class RecordReader {
       : { type: 'record', kind: this.kind, checksum: this.checksum, length: this.length };
   }
 
-  /** Exactly n bytes (hashed into the end checksum if covered); a slice when they lie in one decode buffer. */
-  private async need(n: number): Promise<Buffer> {
-    const b = await this.cur.take(n);
+  /**
+   * Exactly n bytes (hashed into the end checksum if covered); a slice when they lie in one decode
+   * buffer. `last`: nothing else is taken before the caller is done with them (the record's whole
+   * payload), so with `reuse` bytes that cross a region may be gathered in the cursor's scratch
+   * buffer instead of a fresh one.
+   */
+  private async need(n: number, last = false): Promise<Buffer> {
+    const b = await this.cur.take(n, last && this.reuse);
     if (!b)
       throw badPack(`truncated inside record ${this.id}`, { object: this.id, offset: this.cur.consumed });
     this.stream?.update(b);
@@ -257,7 +271,7 @@ class RecordReader {
         },
       );
     }
-    const payload = await this.need(this.length);
+    const payload = await this.need(this.length, true);
     if (this.kind !== KIND.commitmeta) {
       const found = createHash('sha256').update(payload).digest('hex');
       if (found !== this.checksum) throw corruptRecord(this.kind, this.checksum, found, 'checksum mismatch');
@@ -303,7 +317,7 @@ class RecordReader {
     }
     yield this.record({ meta, size });
     if (this.collect > 0 && size <= this.collect) {
-      const b = await this.need(size);
+      const b = await this.need(size, true);
       hash.update(b);
       yield { type: 'data', chunk: b };
     } else {
@@ -365,7 +379,8 @@ class RecordReader {
     size: number,
     left: number,
   ): AsyncGenerator<PackEvent> {
-    const feed = new Feed();
+    // The inflater reads a chunk after the cursor moved on: with `reuse`, it gets its own copy.
+    const feed = new Feed(this.reuse);
     const verdict = (async () => {
       for await (const _inflated of inflateVerified(this.checksum, feed)) {
         // Only the verdict matters here; the caller gets the .filez bytes.
@@ -432,6 +447,7 @@ class Cursor {
   private pos = 0;
   private base = 0;
   private done = false;
+  private scratch: Buffer = EMPTY;
   private readonly it: AsyncIterator<Region>;
   /** Index of the frame the next byte is in (valid after more() returned true). */
   frame = 0;
@@ -464,8 +480,11 @@ class Cursor {
     return true;
   }
 
-  /** Exactly n bytes, or undefined if the stream ends first. */
-  async take(n: number): Promise<Buffer | undefined> {
+  /**
+   * Exactly n bytes, or undefined if the stream ends first. `scratch`: bytes that cross regions
+   * may be gathered in a buffer the next such take overwrites (the caller is done with them by then).
+   */
+  async take(n: number, scratch = false): Promise<Buffer | undefined> {
     if (n === 0) return EMPTY;
     if (!(await this.more())) return undefined;
     if (this.buf.length - this.pos >= n) {
@@ -474,7 +493,12 @@ class Cursor {
       this.consumed += n;
       return b;
     }
-    const out = Buffer.allocUnsafe(n);
+    let out: Buffer;
+    if (scratch) {
+      // Grown to the largest record that crossed a region so far (at most MAX_COLLECT, 16 MiB).
+      if (this.scratch.length < n) this.scratch = Buffer.allocUnsafe(n);
+      out = this.scratch.subarray(0, n);
+    } else out = Buffer.allocUnsafe(n);
     let got = 0;
     while (got < n) {
       if (!(await this.more())) return undefined;
@@ -509,9 +533,12 @@ class Feed implements AsyncIterable<Buffer> {
   private wakeConsumer: (() => void) | undefined;
   private wakeProducer: (() => void) | undefined;
 
+  /** `copy`: keep a copy of each chunk, not the chunk (whose bytes the producer will overwrite). */
+  constructor(private readonly copy = false) {}
+
   async push(chunk: Buffer): Promise<void> {
     if (this.closed || chunk.length === 0) return;
-    this.items.push(chunk);
+    this.items.push(this.copy ? Buffer.from(chunk) : chunk);
     this.wake('consumer');
     while (this.items.length > 1 && !this.closed) {
       await new Promise<void>((resolve) => {

@@ -184,7 +184,9 @@ function header(checksum: Checksum, payload: Buffer) {
  * not carry from `base`. So the bytes are decompressed once and written while the rest arrives.
  *
  * Records must come in the pack order the server promises (metadata before content): metadata asked
- * for once the content began is missing. Nothing here is final: the checkout renames its tree into
+ * for once the content began is missing. The events' chunks may be the reader's to reuse
+ * (ReadPackOptions.reuse): what is kept past the next event is copied, and a payload handed out is
+ * valid until the next is asked for, as CheckoutSource says. Nothing here is final: the checkout renames its tree into
  * place only after contents() ended, which is after the pack's end record verified (`onEnd`).
  */
 export class IncomingPack implements CheckoutSource {
@@ -264,7 +266,8 @@ export class IncomingPack implements CheckoutSource {
       } else if (ev.type === 'verified') {
         if (cur) {
           const { parts } = cur;
-          const bytes = (): Buffer => (parts.length === 1 ? parts[0]! : Buffer.concat(parts));
+          // Copied: the chunks are the reader's to reuse once the next event is asked for.
+          const bytes = (): Buffer => (parts.length === 1 ? Buffer.from(parts[0]!) : Buffer.concat(parts));
           // A dirtree is kept decoded alone (the reader decoded it to verify it): the 1 GiB bench
           // tree's 6,400 dirtrees held their bytes twice over, decoded and raw.
           if (cur.kind === KIND.dirtree) {

@@ -227,7 +227,9 @@ async function* receive(
   let first = true;
   try {
     const { MAX_COLLECT, readPack } = (await loadWritingModules()).reader;
-    for await (const ev of readPack(chunks, { collect: MAX_COLLECT })) {
+    // reuse: IncomingPack copies what it keeps, and the checkout writes (or copies) each payload
+    // before it asks for the next.
+    for await (const ev of readPack(chunks, { collect: MAX_COLLECT, reuse: true })) {
       if (ev.type === 'record') {
         if (first && (ev.kind !== KIND.commit || ev.checksum !== commit)) {
           throw wrongCommit(commit, spec, objectId(ev.checksum, 'commit'), ev.checksum, base);
