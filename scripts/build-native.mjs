@@ -3,11 +3,12 @@
 // package's install script:
 //
 //   native/memory  glibc malloc settings (src/malloc-tuning.ts); needs only a C compiler
+//   native/files   a checkout's files written on libuv's pool (src/checkout/file-batch.ts); idem
 //   native/igzip   ISA-L's deflate (src/compress/deflate.js); needs ISA-L's headers too
 //
 // Usage: node scripts/build-native.mjs
 //
-// Neither is required: without one the registry does the same work, slower, and the install never
+// None is required: without one the registry does the same work, slower, and the install never
 // fails on this step. The igzip addon makes deflate ~4.6x cheaper than Node's zlib
 // (src/compress/deflate.js has the figures), which is most of a push's and a commit's CPU; without
 // ISA-L's headers (Debian/Ubuntu: apt-get install libisal-dev) it is skipped with a note and the
@@ -37,6 +38,13 @@ const build = (name) =>
 const m = build('memory');
 if (m.status === 0) say('built native/memory (malloc settings)');
 else say(`native/memory failed to build (exit ${m.status}): glibc's malloc defaults stay (more page faults)`);
+
+const f = build('files');
+if (f.status === 0) say('built native/files (checkout writes beside the decompression)');
+else
+  say(
+    `native/files failed to build (exit ${f.status}): checkouts write their files on the main thread (slower)`,
+  );
 
 if (process.env.SYSROOT_DEFLATE === 'zlib') {
   say('SYSROOT_DEFLATE=zlib: not building native/igzip');

@@ -9,6 +9,7 @@ const installScript = fileURLToPath(new URL('../../scripts/install-test-deps.sh'
 const buildNative = fileURLToPath(new URL('../../scripts/build-native.mjs', import.meta.url));
 const igzipAddon = fileURLToPath(new URL('../../native/igzip/build/Release/igzip.node', import.meta.url));
 const memoryAddon = fileURLToPath(new URL('../../native/memory/build/Release/memory.node', import.meta.url));
+const filesAddon = fileURLToPath(new URL('../../native/files/build/Release/files.node', import.meta.url));
 
 /**
  * vitest globalSetup: make sure the real `ostree` CLI is there before any test file loads.
@@ -48,14 +49,14 @@ export default async function setup(): Promise<() => void> {
 }
 
 /**
- * The native addons are built by `npm ci`: native/memory always, native/igzip when ISA-L's headers
- * are there. A checkout installed before them (install-test-deps.sh adds libisal-dev) gets them built
+ * The native addons are built by `npm ci`: native/memory and native/files always, native/igzip when
+ * ISA-L's headers are there. A checkout installed before them (install-test-deps.sh adds libisal-dev) gets them built
  * here, so the tests run what users get; test/deflate.test.ts and test/malloc-tuning.test.ts fail,
  * with the reason, if one still is not there.
  */
 function buildAddons(): void {
   const igzipDone = existsSync(igzipAddon) || process.env.SYSROOT_DEFLATE === 'zlib';
-  if (igzipDone && existsSync(memoryAddon)) return;
+  if (igzipDone && existsSync(memoryAddon) && existsSync(filesAddon)) return;
   if (process.getuid?.() === 0) {
     try {
       execFileSync('bash', [installScript], { stdio: 'inherit' });

@@ -1,0 +1,9 @@
+{
+  "targets": [
+    {
+      "target_name": "files",
+      "sources": ["files.c"],
+      "cflags": ["-O2", "-Wall", "-Wextra"]
+    }
+  ]
+}
