@@ -30,10 +30,10 @@ const fresh = (): string => {
 
 class Failed extends Error {
   constructor(
-    readonly cause: NodeJS.ErrnoException,
+    readonly errnoError: NodeJS.ErrnoException,
     readonly rel: string,
   ) {
-    super(`${rel}: ${cause.message}`);
+    super(`${rel}: ${errnoError.message}`);
   }
 }
 
@@ -147,9 +147,9 @@ describe('FileBatches (native/files)', () => {
     expect(err).toBeInstanceOf(Failed);
     const f = err as Failed;
     expect(f.rel).toBe('rel/taken');
-    expect(f.cause.code).toBe('EEXIST');
-    expect(f.cause.syscall).toBe('open');
-    expect(f.cause.path).toBe(join(d, 'taken'));
+    expect(f.errnoError.code).toBe('EEXIST');
+    expect(f.errnoError.syscall).toBe('open');
+    expect(f.errnoError.path).toBe(join(d, 'taken'));
     // Entries before the failure are complete; the one that failed and those after are not written.
     expect(readFileSync(join(d, 'first'), 'utf8')).toBe('first');
     expect(readFileSync(join(d, 'taken'), 'utf8')).toBe('already here');
@@ -163,8 +163,8 @@ describe('FileBatches (native/files)', () => {
     const b = batches();
     b.symlink(join(d, 'no-such-dir', 'link'), 'no-such-dir/link', 'target');
     const err = (await b.flush().catch((e: unknown) => e)) as Failed;
-    expect(err.cause.code).toBe('ENOENT');
-    expect(err.cause.syscall).toBe('symlink');
+    expect(err.errnoError.code).toBe('ENOENT');
+    expect(err.errnoError.syscall).toBe('symlink');
     expect(err.rel).toBe('no-such-dir/link');
   });
 });
