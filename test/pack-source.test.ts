@@ -1,7 +1,11 @@
 /**
- * IncomingPack: a checkout's source over a pack as it streams in (src/transfer/pack-source.ts).
- * Dirtrees are kept decoded only; their bytes must still come back exactly when asked for.
+ * A checkout's sources over packs (src/transfer/pack-source.ts): IncomingPack, over a pack as it
+ * streams in (dirtrees are kept decoded only; their bytes must still come back exactly when asked
+ * for), and PackSource, over the pull cache's packs.
  */
+import { randomBytes } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { isRegistryError } from '../src/errors.js';
@@ -14,8 +18,9 @@ import {
   type FileMeta,
   sha256,
 } from '../src/objects/index.js';
-import { KIND, type PackIndex, PackWriter, readPack, writableSink } from '../src/pack/index.js';
-import { IncomingPack } from '../src/transfer/pack-source.js';
+import { KIND, PackFile, type PackIndex, PackWriter, readPack, writableSink } from '../src/pack/index.js';
+import { IncomingPack, PackSource } from '../src/transfer/pack-source.js';
+import { cleanup, tempDir } from './helpers/checkout-tree.js';
 
 const FILE: FileMeta = { uid: 0, gid: 0, mode: 0o100644, xattrs: [], symlinkTarget: '' };
 
@@ -94,5 +99,51 @@ describe('IncomingPack', () => {
     }
     expect(got).toEqual([file]);
     expect(ended?.records).toHaveLength(5);
+  });
+});
+
+describe('PackSource over cached packs that recycle their frames', () => {
+  it('hands out every payload whole, small, spanning frames, and streamed', async () => {
+    // A checkout takes each payload before it asks for the next; PackFile decompresses into the
+    // buffers of frames it dropped, so a payload spanning more frames than it keeps (4) must be
+    // gathered as it comes, not sliced from frames already reused.
+    const dir = tempDir('pack-source');
+    try {
+      const files = [
+        Buffer.from('small\n'),
+        randomBytes(5 * 1024 * 1024 + 17), // 6 frames: more than PackFile keeps
+        Buffer.from('after the big one\n'),
+        randomBytes(17 * 1024 * 1024), // over MAX_READ: streamed
+        Buffer.from('last\n'),
+      ];
+      const sums = files.map((f) => contentChecksum(FILE, f));
+      const out = new PassThrough();
+      const chunks: Buffer[] = [];
+      out.on('data', (c: Buffer) => chunks.push(c));
+      const w = new PackWriter(writableSink(out), { threads: false, level: 1 });
+      for (const [i, f] of files.entries()) await w.addContent(sums[i]!, FILE, f);
+      const { index } = await w.finish();
+      out.end();
+      const path = join(dir, 'p.pack');
+      writeFileSync(path, Buffer.concat(chunks));
+      const pack = await PackFile.open(path, index, { recycle: true });
+      const source = new PackSource([pack], ['p']);
+      try {
+        const got = new Map<string, Buffer>();
+        for await (const { checksum, content } of source.contents([...sums].reverse())) {
+          if (content.payload) got.set(checksum, Buffer.from(content.payload));
+          else {
+            const parts: Buffer[] = [];
+            for await (const c of await content.open!()) parts.push(Buffer.from(c));
+            got.set(checksum, Buffer.concat(parts));
+          }
+        }
+        for (const [i, f] of files.entries()) expect(got.get(sums[i]!)?.equals(f), `file ${i}`).toBe(true);
+      } finally {
+        await source.close();
+      }
+    } finally {
+      cleanup(dir);
+    }
   });
 });

@@ -11,6 +11,7 @@ import { deflateRawSync } from 'node:zlib';
 import { afterAll, describe, expect, it, vi } from 'vitest';
 import { isRegistryError, type RegistryError } from '../src/errors.js';
 import { encode, Variant } from '../src/gvariant/index.js';
+import { mapLimit } from '../src/map-limit.js';
 import {
   contentChecksum,
   contentHashPrefix,
@@ -668,6 +669,34 @@ describe('random access', () => {
       for (const o of objs) await p.read(o.checksum, o.kind);
       expect(load).toHaveBeenCalledTimes(summary.index.frames.length);
       expect(summary.index.frames.length).toBeGreaterThanOrEqual(5);
+    } finally {
+      await p.close();
+    }
+  });
+
+  it('recycle: frame buffers are decompressed into again, never under a read that holds them', async () => {
+    // In pack order through stream(), copying each chunk as it comes (what a checkout does), and
+    // 32 at once in a shuffled order through read(): the same bytes either way, from a handful of
+    // frame buffers instead of one per frame.
+    const p = await PackFile.open(file, summary.index, { recycle: true });
+    const buffers = new Set<ArrayBufferLike>();
+    try {
+      for (const [i, o] of objs.entries()) {
+        const parts: Buffer[] = [];
+        for await (const c of p.stream(o.checksum, o.kind)) {
+          buffers.add(c.buffer);
+          parts.push(Buffer.from(c));
+        }
+        expect(Buffer.concat(parts).equals(o.payload), `record ${i}`).toBe(true);
+      }
+      const frames = buffers.size;
+      expect(summary.index.frames.length).toBeGreaterThanOrEqual(5);
+      expect(frames).toBeLessThanOrEqual(5);
+      const order = objs.map((_, i) => (i * 7919) % objs.length);
+      await mapLimit(order, 32, async (i) => {
+        const o = objs[i]!;
+        expect((await p.read(o.checksum, o.kind)).equals(o.payload), `record ${i}`).toBe(true);
+      });
     } finally {
       await p.close();
     }

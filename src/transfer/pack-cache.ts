@@ -206,7 +206,9 @@ export class PackCache {
               found: index.checksum,
             });
           }
-          files.push(await PackFile.open(this.packPath(sha), index));
+          // recycle: the checkout is done with each payload before it asks for the next
+          // (CheckoutSource), so frames are decompressed into the same few buffers.
+          files.push(await PackFile.open(this.packPath(sha), index, { recycle: true }));
         } catch (e) {
           if (isRegistryError(e, 'E_BAD_PACK')) {
             throw new RegistryError(e.code, e.message, { ...e.details, pack: sha }, e.hint, e);

@@ -107,11 +107,25 @@ export class PackSource implements CheckoutSource {
       const pack = this.packs[l.pack]!;
       if (l.length <= MAX_READ) {
         // The payload as the slice of its frame when it lies in one (nearly every file): no copy.
-        const parts: Buffer[] = [];
+        // One that spans frames is gathered as it comes: a frame's buffer is decompressed into
+        // again once the stream has moved on (PackFile's `recycle`).
+        let first: Buffer | undefined;
+        let whole: Buffer | undefined;
+        let at = 0;
         await this.named(l.pack, async () => {
-          for await (const c of pack.stream(checksum, KIND.content)) parts.push(c);
+          for await (const c of pack.stream(checksum, KIND.content)) {
+            if (first === undefined) {
+              first = c;
+              continue;
+            }
+            if (whole === undefined) {
+              whole = Buffer.allocUnsafe(l.length);
+              at = first.copy(whole, 0);
+            }
+            at += c.copy(whole, at);
+          }
         });
-        const payload = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+        const payload = whole ? whole.subarray(0, at) : (first ?? Buffer.alloc(0));
         const h = header(checksum, payload);
         const data = payload.subarray(h.headerLength);
         yield { checksum, content: { meta: h.meta, size: data.length, payload: data } };
