@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import {
+  chmodSync,
   copyFileSync,
   existsSync,
   lstatSync,
@@ -223,6 +224,51 @@ describe('pull', () => {
     expect(s.ref).toBeNull();
     expect(s.fetched.objects).toBe(0);
     expect(snapshot(byShaDest)).toEqual(snapshot(src1));
+  });
+
+  it('writes the same tree with file batches (native/files) and without (SYSROOT_NATIVE_FILES=0)', async () => {
+    // Setuid and read-only files, a 0700 directory, symlinks, an empty file, a file bigger than a
+    // batch copies (9 MiB, written by the checkout itself) and many small ones; cold and from the
+    // cache, each way. Every entry's mtime is 0 either way.
+    const src = makeTree('3');
+    writeFileSync(join(src, 'usr/suid-tool'), '#!/bin/sh\n', { mode: 0o755 });
+    chmodSync(join(src, 'usr/suid-tool'), 0o4755);
+    writeFileSync(join(src, 'etc/read-only'), 'ro\n', { mode: 0o444 });
+    for (let i = 0; i < 150; i++) symlinkSync(`f${i % 40}.txt`, join(src, `usr/lib/l${i}`));
+    const ref = 'stage3-sysroot/batches';
+    const c = (await push(reg.url, token, src, { ref, subject: 'b' }, { ...FAST, cacheDir: newCache() }))
+      .commit;
+    const mtimes = (root: string): number[] => {
+      const out: number[] = [];
+      const walk = (p: string): void => {
+        const st = lstatSync(p);
+        out.push(st.mtimeMs);
+        if (st.isDirectory()) for (const n of readdirSync(p)) walk(join(p, n));
+      };
+      walk(root);
+      return [...new Set(out)];
+    };
+    const before = process.env.SYSROOT_NATIVE_FILES;
+    try {
+      for (const setting of [undefined, '0']) {
+        if (setting === undefined) delete process.env.SYSROOT_NATIVE_FILES;
+        else process.env.SYSROOT_NATIVE_FILES = setting;
+        const cacheDir = newCache();
+        for (const from of ['the pack', 'the cache']) {
+          const dest = newDest();
+          const r = await pull(reg.url, ref, dest, { ...FAST, cacheDir });
+          expect(r.commit, `${setting} ${from}`).toBe(c);
+          expect(snapshot(dest), `SYSROOT_NATIVE_FILES=${setting} from ${from}`).toEqual(snapshot(src));
+          expect(mtimes(dest)).toEqual([0]);
+          expect(r.files + r.symlinks).toBe(
+            Object.values(snapshot(src)).filter((v) => !v.startsWith('d')).length,
+          );
+        }
+      }
+    } finally {
+      if (before === undefined) delete process.env.SYSROOT_NATIVE_FILES;
+      else process.env.SYSROOT_NATIVE_FILES = before;
+    }
   });
 
   it('asks for the whole closure when the server does not have the cached commit complete', async () => {

@@ -18,8 +18,9 @@
  * once its batch is over: its bytes are on disk, or the batch failed and nothing more will be
  * written (the caller frees the payload either way).
  *
- * Only the plain cases come here (no xattrs, no chown): the Writer in checkout.ts does the rest with
- * its own synchronous calls, and everything when the addon is not built.
+ * One producer, one file at a time: a checkout from a CheckoutSource (a pull). Only the plain cases
+ * come here (no xattrs, no chown): the Writer in checkout.ts does the rest with its own synchronous
+ * calls, and everything when the addon is not built.
  */
 import { getSystemErrorName } from 'node:util';
 import { loadAddon } from '../native-addon.js';
