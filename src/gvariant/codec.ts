@@ -36,8 +36,11 @@ export class GVariantError extends Error {
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const EMPTY = Buffer.alloc(0);
 
-/** Bytes per framing offset for a container whose body (before offsets) is `body` bytes. */
-function offsetSize(body: number, nOffsets: number): number {
+/**
+ * Bytes per framing offset for a container whose body (before offsets) is `body` bytes: the
+ * smallest of 1, 2, 4, 8 that can address its end, its offsets included.
+ */
+export function offsetSize(body: number, nOffsets: number): number {
   if (nOffsets === 0) return 0;
   if (body + nOffsets <= 0xff) return 1;
   if (body + 2 * nOffsets <= 0xffff) return 2;

@@ -1,2 +1,2 @@
-export { decode, encode, GVariantError, type GvValue, Variant } from './codec.js';
+export { decode, encode, GVariantError, type GvValue, offsetSize, Variant } from './codec.js';
 export { parseType } from './type.js';

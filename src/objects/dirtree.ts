@@ -4,7 +4,7 @@
  * The checksum is the sha256 of these bytes, which are also the `.dirtree` file.
  */
 import { RegistryError } from '../errors.js';
-import { GVariantError } from '../gvariant/index.js';
+import { GVariantError, offsetSize } from '../gvariant/index.js';
 import { assertChecksum, bytesToChecksum, type Checksum } from './checksum.js';
 import { decodeObject } from './metadata-object.js';
 
@@ -56,18 +56,6 @@ export function compareNames(a: string, b: string): number {
 function codePointOrder(unit: number): number {
   if (unit < 0xd800) return unit;
   return unit < 0xe000 ? unit + 0x2000 : unit - 0x800;
-}
-
-/**
- * Bytes per framing offset, as GVariant picks them: the smallest of 1, 2, 4, 8 that can address the
- * container's end, its `n` offsets included (codec.ts's offsetSize, repeated for this file's speed).
- */
-function offsetSize(body: number, n: number): number {
-  if (n === 0) return 0;
-  if (body + n <= 0xff) return 1;
-  if (body + 2 * n <= 0xffff) return 2;
-  if (body + 4 * n <= 0xffffffff) return 4;
-  return 8;
 }
 
 function putOffset(b: Buffer, at: number, value: number, k: number): void {
