@@ -320,11 +320,13 @@ function ownerOfNewFiles(root: string): { uid: number; gid: number } {
 }
 
 /**
- * Creates the entries. Plain files and symlinks (no xattrs, no chown) go to FileBatches when the
- * native/files addon is built: written on a pool thread, a batch of ~64 per round trip. The rest,
- * and everything without the addon, use synchronous syscalls on purpose: each is a few µs on a
- * page-cache write, while an async call costs a thread-pool round trip and competes with zlib for
- * the pool; a 5000-file sysroot makes ~25 000 of them (writing through fs.promises measured 2.3x slower).
+ * Creates the entries. In a pull (a CheckoutSource), plain files of up to 2 MiB and symlinks (no
+ * xattrs, no chown) go to FileBatches when the native/files addon is built: written on a pool
+ * thread, ~64 per round trip, while this thread decodes the next. The rest, a checkout from a
+ * repository, and everything without the addon use synchronous syscalls on purpose: each is a few
+ * µs on a page-cache write, while an async call costs a thread-pool round trip and competes with
+ * zlib for the pool; a 5000-file sysroot makes ~25 000 of them (writing through fs.promises
+ * measured 2.3x slower).
  */
 class Writer {
   constructor(
