@@ -217,7 +217,7 @@ describe('dirmeta and dirtree', () => {
         const expected = reference(v);
         expect(outcome(v), `bytes ${v.toString('hex').slice(0, 80)}…`).toBe(expected);
         if (expected.startsWith('{')) {
-          // And the encoder (which writes the bytes itself too) gives back exactly what was read.
+          // And encoding what was read gives back exactly the bytes.
           expect(encodeDirTree(JSON.parse(expected)).equals(v)).toBe(true);
           accepted++;
         } else refused++;

@@ -262,7 +262,7 @@ function decodeMembers(members: GvType[], b: Buffer): GvValue[] {
 }
 
 /** A reader derives the offset size from the container's total size alone. */
-function sizeFromTotal(total: number): number {
+export function sizeFromTotal(total: number): number {
   if (total <= 0xff) return 1;
   if (total <= 0xffff) return 2;
   if (total <= 0xffffffff) return 4;

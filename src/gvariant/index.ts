@@ -1,2 +1,10 @@
-export { decode, encode, GVariantError, type GvValue, offsetSize, Variant } from './codec.js';
+export {
+  decode,
+  encode,
+  GVariantError,
+  type GvValue,
+  offsetSize,
+  sizeFromTotal,
+  Variant,
+} from './codec.js';
 export { parseType } from './type.js';
