@@ -82,7 +82,7 @@ describe('FileBatches (native/files)', () => {
     const b = batches(1_000_000_000);
     const payload = Buffer.from('original');
     let done = false;
-    b.file(join(d, 'f'), 'f', 0o644, undefined, payload, { copy: true, done: () => (done = true) });
+    b.file(join(d, 'f'), 'f', 0o644, undefined, payload, () => (done = true));
     payload.write('CHANGED!');
     expect(done).toBe(false);
     await b.flush();
@@ -97,7 +97,7 @@ describe('FileBatches (native/files)', () => {
     let waits = 0;
     const count = 1000;
     for (let i = 0; i < count; i++) {
-      const w = b.file(join(d, `f${i}`), `f${i}`, 0o644, undefined, Buffer.from(`file ${i}`), { copy: true });
+      const w = b.file(join(d, `f${i}`), `f${i}`, 0o644, undefined, Buffer.from(`file ${i}`));
       if (w) {
         waits++;
         await w;
@@ -120,11 +120,11 @@ describe('FileBatches (native/files)', () => {
       ['c', big],
       ['d', mid],
     ] as const) {
-      await b.file(join(d, name), name, 0o644, undefined, p, { copy: true });
+      await b.file(join(d, name), name, 0o644, undefined, p);
     }
-    expect(() =>
-      b.file(join(d, 'e'), 'e', 0o644, undefined, Buffer.alloc(MAX_BATCH_BYTES + 1), { copy: true }),
-    ).toThrow(RangeError);
+    expect(() => b.file(join(d, 'e'), 'e', 0o644, undefined, Buffer.alloc(MAX_BATCH_BYTES + 1))).toThrow(
+      RangeError,
+    );
     await b.flush();
     expect(readFileSync(join(d, 'c')).equals(big)).toBe(true);
     for (const name of ['a', 'b', 'd']) expect(readFileSync(join(d, name)).equals(mid)).toBe(true);
@@ -136,9 +136,7 @@ describe('FileBatches (native/files)', () => {
     const b = batches();
     const dones: string[] = [];
     for (const name of ['first', 'taken', 'after']) {
-      b.file(join(d, name), `rel/${name}`, 0o644, undefined, Buffer.from(name), {
-        done: () => dones.push(name),
-      });
+      b.file(join(d, name), `rel/${name}`, 0o644, undefined, Buffer.from(name), () => dones.push(name));
     }
     const err = await b.flush().then(
       () => undefined,

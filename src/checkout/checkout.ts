@@ -369,14 +369,19 @@ class Writer {
     // A payload bigger than a batch holds is written here rather than copied (see FileBatches).
     if (this.batches && this.plain(meta) && payload.length <= MAX_BATCH_BYTES) {
       const size = payload.length;
-      const wait = this.batches.file(path, rel, exact ? perms : 0o600, exact ? undefined : perms, payload, {
-        copy: true,
-        done: () => {
+      const wait = this.batches.file(
+        path,
+        rel,
+        exact ? perms : 0o600,
+        exact ? undefined : perms,
+        payload,
+        () => {
           this.counters.files++;
           this.counters.bytes += size;
           this.progress();
         },
-      });
+      );
+      // The batch holds a copy.
       done();
       return wait;
     }

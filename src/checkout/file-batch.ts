@@ -13,10 +13,11 @@
  *   JS thread    fill batch 1 │ fill batch 2 ──────────│ fill batch 3 ───── …
  *   pool thread               │ write batch 1 ─────────│ write batch 2 ──── …
  *
- * One batch is written at a time (two at once measured no faster on 2 cores, with more CPU): a full
- * batch waits for the one before (backpressure, which file() returns). Each entry's `done` runs
- * once its batch is over: its bytes are on disk, or the batch failed and nothing more will be
- * written (the caller frees the payload either way).
+ * Batches are written one at a time, in order (two at once measured no faster on 2 cores, with
+ * more CPU): a full batch waits for the one before (backpressure, which file() returns). Payloads
+ * are copied into reused arenas, so the caller may reuse its bytes once file() returns (a
+ * CheckoutSource's payloads are valid only until the next is asked for). Each entry's `done` runs
+ * once its batch is over: its bytes are on disk, or the batch failed and nothing more is written.
  *
  * One producer, one file at a time: a checkout from a CheckoutSource (a pull). Only the plain cases
  * come here (no xattrs, no chown): the Writer in checkout.ts does the rest with its own synchronous
@@ -54,9 +55,7 @@ export function fileBatches(
 /** A batch is sent when it holds this many entries or this many payload bytes. */
 const MAX_ENTRIES = 64;
 const MAX_BYTES = 2 * 1024 * 1024;
-/** Batches written at once. */
-const IN_FLIGHT = 1;
-/** The largest payload file() copies (QueueOptions.copy): a caller writes bigger ones itself. */
+/** The largest payload file() takes (it is copied into an arena): a caller writes bigger ones itself. */
 export const MAX_BATCH_BYTES = MAX_BYTES;
 /**
  * Copies of payloads are made into arenas of MAX_BYTES that are used again once their batch is
@@ -85,21 +84,10 @@ class Batch {
   used = 0;
 }
 
-export interface QueueOptions {
-  /**
-   * Copy the payload now (at most MAX_BATCH_BYTES): the caller may reuse its bytes once file()
-   * returns (a CheckoutSource's payloads are valid only until the next is asked for). Otherwise it
-   * is kept until written.
-   */
-  copy?: boolean;
-  /** Runs once the batch is over. */
-  done?: () => void;
-}
-
 export class FileBatches {
   private filling = new Batch();
-  /** Batches being written (write() never rejects: a failure is kept in `failed`). */
-  private readonly writing = new Set<Promise<void>>();
+  /** The last batch sent, chained behind the ones before (write() never rejects: see `failed`). */
+  private writing: Promise<void> = Promise.resolve();
   private readonly spare: Buffer[] = [];
   /** The first failure; every later call rethrows it. */
   private failed: unknown;
@@ -114,8 +102,9 @@ export class FileBatches {
   }
 
   /**
-   * A regular file at `path` with `payload`, created with `createMode` and then fchmod'ed to
-   * `finalMode` unless that is undefined. The promise, if any, is backpressure: wait for it.
+   * A regular file at `path` with a copy of `payload` (at most MAX_BATCH_BYTES), created with
+   * `createMode` and then fchmod'ed to `finalMode` unless that is undefined; `done` runs once its
+   * batch is over. The promise, if any, is backpressure: wait for it.
    */
   file(
     path: string,
@@ -123,24 +112,19 @@ export class FileBatches {
     createMode: number,
     finalMode: number | undefined,
     payload: Buffer,
-    opts: QueueOptions = {},
+    done?: () => void,
   ): Promise<void> | undefined {
     if (this.failed) throw this.failed;
+    if (payload.length > MAX_BYTES) throw new RangeError(`FileBatches: cannot copy ${payload.length} bytes`);
     let wait: Promise<void> | undefined;
-    let bytes = payload;
-    if (opts.copy && payload.length > 0) {
-      if (payload.length > MAX_BYTES)
-        throw new RangeError(`FileBatches: cannot copy ${payload.length} bytes`);
-      if (this.filling.arena && this.filling.used + payload.length > this.filling.arena.length) {
-        wait = this.send();
-      }
-      const b = this.filling;
-      b.arena ??= this.spare.pop() ?? Buffer.allocUnsafe(MAX_BYTES);
-      payload.copy(b.arena, b.used);
-      bytes = b.arena.subarray(b.used, b.used + payload.length);
-      b.used += payload.length;
+    if (this.filling.arena && this.filling.used + payload.length > this.filling.arena.length) {
+      wait = this.send();
     }
-    return this.add(path, rel, KIND_FILE, createMode, finalMode ?? -1, bytes, opts.done) ?? wait;
+    const b = this.filling;
+    b.arena ??= this.spare.pop() ?? Buffer.allocUnsafe(MAX_BYTES);
+    const copy = b.arena.subarray(b.used, b.used + payload.copy(b.arena, b.used));
+    b.used += copy.length;
+    return this.add(path, rel, KIND_FILE, createMode, finalMode ?? -1, copy, done) ?? wait;
   }
 
   symlink(path: string, rel: string, target: string): Promise<void> | undefined {
@@ -171,28 +155,27 @@ export class FileBatches {
 
   /** Waits for every batch sent, without throwing: before a failed checkout removes its tree. */
   async settle(): Promise<void> {
-    while (this.writing.size > 0) await Promise.all(this.writing);
+    await this.writing;
   }
 
   /** Writes what is queued and waits for every batch; throws the first failure. */
   async flush(): Promise<void> {
-    await this.send();
-    await this.settle();
+    this.send();
+    await this.writing;
     if (this.failed) throw this.failed;
   }
 
   /**
-   * Sends the filling batch once fewer than IN_FLIGHT are being written; the caller waits for that
-   * (backpressure). The check is made again after every wake-up, so callers filling batches at
-   * once never send more than IN_FLIGHT.
+   * Chains the filling batch behind the last one sent and returns that one, for the caller to wait
+   * for: the batch just sent is then being written while the next fills.
    */
-  private async send(): Promise<void> {
+  private send(): Promise<void> | undefined {
     const b = this.filling;
-    if (b.entries.length === 0) return;
+    if (b.entries.length === 0) return undefined;
     this.filling = new Batch();
-    while (this.writing.size >= IN_FLIGHT) await Promise.race(this.writing);
-    const p: Promise<void> = this.write(b).finally(() => this.writing.delete(p));
-    this.writing.add(p);
+    const before = this.writing;
+    this.writing = before.then(() => this.write(b));
+    return before;
   }
 
   private async write(b: Batch): Promise<void> {
@@ -213,7 +196,7 @@ export class FileBatches {
           this.failed = this.toError(err, b.entries[at]!.rel);
         });
     } finally {
-      // Every payload is released, written or not: after a failure nothing more will be written.
+      // Every entry's batch is over, written or not: after a failure nothing more will be written.
       if (b.arena && this.spare.length < SPARE_ARENAS) this.spare.push(b.arena);
       for (const e of b.entries) e.done?.();
     }
