@@ -49,7 +49,6 @@ export interface PackFileOptions {
 }
 /** Compressed bytes are read into buffers at least this big (a stored 1 MiB frame is a little more). */
 const INPUT_SIZE = FRAME_TARGET + 64 * 1024;
-const EMPTY = Buffer.alloc(0);
 /** read() holds a whole payload; beyond this, stream() it. */
 export const MAX_READ = 16 * 1024 * 1024;
 
@@ -101,22 +100,43 @@ export class PackFile {
 
   /** The record's payload as stored in the pack (for content: header ‖ file bytes), in a new Buffer. */
   async read(checksum: Checksum, kind: RecordKind): Promise<Buffer> {
-    const r = this.find(checksum, kind);
+    return this.gather(this.find(checksum, kind), false);
+  }
+
+  /**
+   * The record's payload as stored: the slice of its frame when it lies in one (read it, do not
+   * modify it; with `recycle`, valid until the next read), else gathered into a new Buffer.
+   */
+  async view(checksum: Checksum, kind: RecordKind): Promise<Buffer> {
+    return this.gather(this.find(checksum, kind), true);
+  }
+
+  private async gather(r: RecordInfo, slice: boolean): Promise<Buffer> {
     if (r.length > MAX_READ) {
       throw new RegistryError(
         'E_USAGE',
-        `pack record ${recordId(kind, checksum)} is ${r.length} bytes; stream() it`,
-        { object: recordId(kind, checksum), found: `${r.length} bytes`, expected: `<= ${MAX_READ} bytes` },
+        `pack record ${recordId(r.kind, r.checksum)} is ${r.length} bytes; stream() it`,
+        {
+          object: recordId(r.kind, r.checksum),
+          found: `${r.length} bytes`,
+          expected: `<= ${MAX_READ} bytes`,
+        },
       );
     }
-    const out = Buffer.allocUnsafe(r.length);
+    let first: Buffer | undefined;
+    let out: Buffer | undefined;
     let at = 0;
-    // Each chunk is copied before the stream is asked for the next: what `recycle` needs.
+    // Each chunk is copied before the stream is asked for the next (with `recycle` its frame may be
+    // decompressed into again after that); only a first chunk that is the whole payload is kept.
     for await (const c of this.payload(r)) {
-      c.copy(out, at);
-      at += c.length;
+      if (slice && first === undefined && c.length === r.length) {
+        first = c;
+        continue;
+      }
+      out ??= Buffer.allocUnsafe(r.length);
+      at += c.copy(out, at);
     }
-    return out;
+    return first ?? out ?? Buffer.alloc(0);
   }
 
   /**
@@ -200,7 +220,8 @@ export class PackFile {
       this.cache.delete(i);
       this.cache.set(i, f);
     } else {
-      const entry: Frame = { bytes: Promise.resolve(EMPTY), users: 0, evicted: false };
+      // load() sets the entry's buffer, so the entry exists before its bytes do.
+      const entry = { users: 0, evicted: false } as Frame;
       entry.bytes = this.load(i, entry);
       entry.bytes.catch(() => {
         if (this.cache.get(i) === entry) this.cache.delete(i);

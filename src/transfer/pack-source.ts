@@ -106,26 +106,8 @@ export class PackSource implements CheckoutSource {
     for (const { checksum, l } of found) {
       const pack = this.packs[l.pack]!;
       if (l.length <= MAX_READ) {
-        // The payload as the slice of its frame when it lies in one (nearly every file): no copy.
-        // One that spans frames is gathered as it comes: a frame's buffer is decompressed into
-        // again once the stream has moved on (PackFile's `recycle`).
-        let first: Buffer | undefined;
-        let whole: Buffer | undefined;
-        let at = 0;
-        await this.named(l.pack, async () => {
-          for await (const c of pack.stream(checksum, KIND.content)) {
-            if (first === undefined) {
-              first = c;
-              continue;
-            }
-            if (whole === undefined) {
-              whole = Buffer.allocUnsafe(l.length);
-              at = first.copy(whole, 0);
-            }
-            at += c.copy(whole, at);
-          }
-        });
-        const payload = whole ? whole.subarray(0, at) : (first ?? Buffer.alloc(0));
+        // The slice of its frame when it lies in one (nearly every file): no copy.
+        const payload = await this.named(l.pack, () => pack.view(checksum, KIND.content));
         const h = header(checksum, payload);
         const data = payload.subarray(h.headerLength);
         yield { checksum, content: { meta: h.meta, size: data.length, payload: data } };
@@ -200,8 +182,9 @@ function header(checksum: Checksum, payload: Buffer) {
  * Records must come in the pack order the server promises (metadata before content): metadata asked
  * for once the content began is missing. The events' chunks may be the reader's to reuse
  * (ReadPackOptions.reuse): what is kept past the next event is copied, and a payload handed out is
- * valid until the next is asked for, as CheckoutSource says. Nothing here is final: the checkout renames its tree into
- * place only after contents() ended, which is after the pack's end record verified (`onEnd`).
+ * valid until the next is asked for, as CheckoutSource says. Nothing here is final: the checkout
+ * renames its tree into place only after contents() ended, which is after the pack's end record
+ * verified (`onEnd`).
  */
 export class IncomingPack implements CheckoutSource {
   private readonly meta = new Map<string, Buffer>();
