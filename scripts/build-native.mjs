@@ -3,7 +3,7 @@
 // package's install script:
 //
 //   native/memory  glibc malloc settings (src/malloc-tuning.ts); needs only a C compiler
-//   native/files   a checkout's files written on libuv's pool (src/checkout/file-batch.ts); idem
+//   native/files   a pull's files written on libuv's pool (src/checkout/file-batch.ts); idem
 //   native/igzip   ISA-L's deflate (src/compress/deflate.js); needs ISA-L's headers too
 //
 // Usage: node scripts/build-native.mjs
@@ -40,10 +40,10 @@ if (m.status === 0) say('built native/memory (malloc settings)');
 else say(`native/memory failed to build (exit ${m.status}): glibc's malloc defaults stay (more page faults)`);
 
 const f = build('files');
-if (f.status === 0) say('built native/files (checkout writes beside the decompression)');
+if (f.status === 0) say('built native/files (a pull's file writes beside the decompression)');
 else
   say(
-    `native/files failed to build (exit ${f.status}): checkouts write their files on the main thread (slower)`,
+    `native/files failed to build (exit ${f.status}): pulls write their files on the main thread (slower)`,
   );
 
 if (process.env.SYSROOT_DEFLATE === 'zlib') {
