@@ -40,11 +40,9 @@ if (m.status === 0) say('built native/memory (malloc settings)');
 else say(`native/memory failed to build (exit ${m.status}): glibc's malloc defaults stay (more page faults)`);
 
 const f = build('files');
-if (f.status === 0) say('built native/files (a pull's file writes beside the decompression)');
+if (f.status === 0) say('built native/files (pulls write their files beside the decompression)');
 else
-  say(
-    `native/files failed to build (exit ${f.status}): pulls write their files on the main thread (slower)`,
-  );
+  say(`native/files failed to build (exit ${f.status}): pulls write their files on the main thread (slower)`);
 
 if (process.env.SYSROOT_DEFLATE === 'zlib') {
   say('SYSROOT_DEFLATE=zlib: not building native/igzip');
