@@ -89,6 +89,44 @@ describe('deflate engines', () => {
     });
   }
 
+  it("deflateInto writes the same stream into the caller's buffer, and -1 when it does not fit", () => {
+    const igzip = { engine: 'igzip', level: 1 } as const;
+    for (const [name, data] of inputs()) {
+      // Written behind 7 bytes of something else, as a .filez behind its header.
+      const out = Buffer.alloc(7 + compress.deflateBound(data.length), 0xee);
+      const n = compress.deflateInto(data, out.subarray(7), igzip)!;
+      expect(n, name).toBeGreaterThan(0);
+      expect(out.subarray(0, 7).equals(Buffer.alloc(7, 0xee)), name).toBe(true);
+      expect(out.subarray(7, 7 + n).equals(compress.deflateRaw(data, igzip)), name).toBe(true);
+      expect(inflateRawSync(out.subarray(7, 7 + n)).equals(data), name).toBe(true);
+      expect(compress.deflateInto(data, Buffer.alloc(n - 1), igzip), name).toBe(-1);
+    }
+    // zlib has no such call: the caller deflates with deflateRaw.
+    expect(compress.deflateInto(Buffer.from('x'), Buffer.alloc(64), { engine: 'zlib', level: 1 })).toBe(
+      undefined,
+    );
+  });
+
+  it("inflateRaw into a caller's buffer gives a view of it", () => {
+    const data = readFileSync(process.execPath).subarray(0, 200_000);
+    const into = Buffer.alloc(300_000);
+    const out = compress.inflateRaw(
+      compress.deflateRaw(data, { engine: 'igzip', level: 1 }),
+      data.length,
+      into,
+    );
+    expect(out.equals(data)).toBe(true);
+    expect(out.buffer).toBe(into.buffer);
+    // Too small a buffer is not used: a buffer of the payload's own.
+    const small = compress.inflateRaw(
+      compress.deflateRaw(data, { engine: 'igzip', level: 1 }),
+      data.length,
+      into.subarray(0, 10),
+    );
+    expect(small.equals(data)).toBe(true);
+    expect(small.buffer).not.toBe(into.buffer);
+  });
+
   it('igzip compresses a real binary about as well as zlib level 1', () => {
     const data = readFileSync(process.execPath).subarray(0, 8 * 1024 * 1024);
     const igzip = compress.deflateRaw(data, { engine: 'igzip', level: 1 }).length;

@@ -29,6 +29,7 @@ import { loadAddon } from '../native-addon.js';
 /**
  * @typedef {{
  *   deflateRaw(input: Uint8Array, level: number, final: boolean): Buffer,
+ *   deflateInto(input: Uint8Array, output: Uint8Array, level: number, final: boolean): number,
  *   inflateInto(input: Uint8Array, output: Uint8Array, facts: Uint8Array): number,
  * }} Igzip
  */
@@ -94,6 +95,27 @@ export function deflatePiece(data, s, final) {
 }
 
 /**
+ * The most bytes one deflateInto call writes for `n` input bytes: igzip's worst case, stored blocks
+ * of at most 65,535 bytes with 5 header bytes each, plus a dynamic header (ISAL_DEF_MAX_HDR_SIZE,
+ * 328) and the flush's empty block (igzip.c's bound_of says the same).
+ * @param {number} n @returns {number}
+ */
+export function deflateBound(n) {
+  return n + 5 * (Math.floor(n / 65535) + 2) + 328 + 64;
+}
+
+/**
+ * deflateRaw written into `out` instead of a new Buffer: the bytes written, or -1 if `out` is too
+ * small (deflateBound(data.length) bytes always suffice). igzip only: undefined when `s` is zlib's,
+ * and the caller uses deflateRaw.
+ * @param {Uint8Array} data @param {Uint8Array} out @param {DeflateSettings} s @returns {number | undefined}
+ */
+export function deflateInto(data, out, s) {
+  const addon = addonFor(s);
+  return addon ? addon.deflateInto(data, out, s.level, true) : undefined;
+}
+
+/**
  * Why a stream did not inflate to what its `.filez` header promised; `found` is the evidence for
  * E_CORRUPT_OBJECT ('invalid deflate stream', 'N trailing bytes', 'N bytes').
  */
@@ -111,12 +133,14 @@ const factBytes = new Uint8Array(facts.buffer);
 /**
  * Inflate one whole raw-deflate stream that must hold exactly `size` bytes and nothing may follow:
  * bytes after the end of the stream would be stored and served unverified, so they are an error.
- * @param {Uint8Array} data @param {number} size @returns {Buffer}
+ * With `into` (at least `size` bytes) igzip inflates into it and the result is a view of it; zlib
+ * ignores it.
+ * @param {Uint8Array} data @param {number} size @param {Buffer} [into] @returns {Buffer}
  */
-export function inflateRaw(data, size) {
+export function inflateRaw(data, size, into) {
   checkRatio(data, size);
   if (igzip) {
-    const out = Buffer.allocUnsafe(size);
+    const out = into && into.length >= size ? into.subarray(0, size) : Buffer.allocUnsafe(size);
     const status = igzip.inflateInto(data, out, factBytes);
     const [written = 0, unread = 0] = facts;
     if (status === 3) throw new InflateError(`> ${size} bytes`, 'payload longer than its header says');
