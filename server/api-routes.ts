@@ -26,7 +26,7 @@ import {
   requireRead,
   requireUpload,
 } from './auth.js';
-import { type BodyPace, fromWebStream } from './body-stream.js';
+import { type BodyPace, requestBody } from './body-stream.js';
 import { jsonResponse } from './errors.js';
 import { readJson } from './json-body.js';
 import { OPENAPI } from './openapi.js';
@@ -206,7 +206,9 @@ export function apiRoutes(deps: ApiRouteDeps): Hono<AppEnv> {
     // of v2 on top of v1 asks about ~6,100 objects, 6,035 of them there (stats: ~135 ms). What the
     // index lacks, or all of it if it cannot be opened, is asked of the store, in one go.
     const db = await repo.index().catch(() => undefined);
-    const unknown = db ? unique.filter((o) => db.storedObject(o.checksum, o.type) === undefined) : unique;
+    const unknown = db
+      ? db.read(() => unique.filter((o) => db.storedObject(o.checksum, o.type) === undefined))
+      : unique;
     const present = await repo.objects.hasMany(unknown);
     return ok({
       missing: unknown.filter((_, i) => !present[i]).map((o) => ({ checksum: o.checksum, type: o.type })),
@@ -223,7 +225,7 @@ export function apiRoutes(deps: ApiRouteDeps): Hono<AppEnv> {
       repo,
       checksum,
       type,
-      fromWebStream(c.req.raw.body, limits.bodyPace),
+      requestBody(c, limits.bodyPace),
       declared,
       limits,
     );

@@ -5,7 +5,7 @@
 import type { Context } from 'hono';
 import type { z } from 'zod';
 import { RegistryError } from '../src/errors.js';
-import { type BodyPace, fromWebStream } from './body-stream.js';
+import { type BodyPace, requestBody } from './body-stream.js';
 
 export async function readJson<S extends z.ZodType>(
   c: Context,
@@ -21,7 +21,7 @@ export async function readJson<S extends z.ZodType>(
   if (Number.isFinite(declared) && declared > limit) throw tooLarge();
   const chunks: Buffer[] = [];
   let n = 0;
-  for await (const chunk of fromWebStream(c.req.raw.body, limits.bodyPace)) {
+  for await (const chunk of requestBody(c, limits.bodyPace)) {
     n += chunk.length;
     if (n > limit) throw tooLarge();
     chunks.push(chunk);

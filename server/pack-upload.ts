@@ -36,7 +36,7 @@ import { FsBlobStore } from '../src/store/fs-blob-store.js';
 import { corrupt } from '../src/store/object-store.js';
 import type { ApiLimits } from './api-routes.js';
 import { type AppEnv, requireCommitmetaUpload, requireUpload } from './auth.js';
-import { fromWebStream } from './body-stream.js';
+import { requestBody } from './body-stream.js';
 import { jsonResponse } from './errors.js';
 import type { Logger } from './logger.js';
 import { tempFile, tooLarge } from './upload.js';
@@ -71,12 +71,7 @@ export function packUploadRoutes(deps: PackUploadDeps): Hono<AppEnv> {
   app.post('/packs', async (c) => {
     // Before a byte of the body is read: a client without the scope learns at once.
     const principal = requireUpload(c);
-    const result = await receivePack(
-      deps.repo,
-      fromWebStream(c.req.raw.body, deps.limits.bodyPace),
-      deps.limits,
-      principal,
-    );
+    const result = await receivePack(deps.repo, requestBody(c, deps.limits.bodyPace), deps.limits, principal);
     // What the access log cannot say: how many records were new. A retried push that re-sent objects
     // the server had shows up here as "already there" (the crash tests read this line).
     deps.logger.info(
@@ -138,7 +133,9 @@ export async function receivePack(
   const commits = new Map<Checksum, Buffer>();
   const detached = new Map<Checksum, Buffer>();
   try {
-    for await (const ev of readPack(body, { collect: COLLECT })) {
+    // The reader decodes into one buffer again and again (reuse): a record's bytes are valid until
+    // the next event is asked for, so what is kept past its `verified` is copied (see keep()).
+    for await (const ev of readPack(body, { collect: COLLECT, reuse: true })) {
       if (ev.type === 'record') {
         const type = objectTypeOf(ev.kind);
         const id = objectId(ev.checksum, type);
@@ -165,13 +162,16 @@ export async function receivePack(
       } else if (ev.type === 'verified') {
         const r = cur!;
         cur = undefined;
-        if (r.kind === KIND.commit) commits.set(r.checksum, bytesOf(r));
-        else if (r.kind === KIND.commitmeta) detached.set(r.checksum, bytesOf(r));
+        if (r.kind === KIND.commit) commits.set(r.checksum, keep(r));
+        else if (r.kind === KIND.commitmeta) detached.set(r.checksum, keep(r));
         else if (batch && !r.tmp) {
+          // The batch writer copies a .filez at once; a metadata object is used after this turn.
+          if (r.kind !== KIND.filez) r.chunks = [keep(r)];
           track(storeBatched(repo, batch, r));
           await batch.ready();
           if (writeFailure) throw writeFailure.error;
         } else {
+          if (!r.tmp) r.chunks = [keep(r)];
           await startWrite(store(repo, r));
         }
       }
@@ -230,6 +230,11 @@ async function storeCommits(
 /** A small record's bytes (readPack's `collect` hands them over as one chunk). */
 function bytesOf(r: Receiving): Buffer {
   return r.chunks.length === 1 ? r.chunks[0]! : Buffer.concat(r.chunks);
+}
+
+/** A record's bytes in a buffer of their own, kept after the reader moves on. */
+function keep(r: Receiving): Buffer {
+  return r.chunks.length === 1 ? Buffer.from(r.chunks[0]!) : Buffer.concat(r.chunks);
 }
 
 /** store(), through the batch writer: a small record on a directory store. */

@@ -197,6 +197,18 @@ export class IndexDb {
     })();
   }
 
+  /**
+   * `fn`'s lookups in one read transaction. Each statement outside one takes and drops SQLite's WAL
+   * read lock (fcntl calls on the -shm file): ~11 us per lookup here, 67 ms for the 6,129 objects
+   * a push of a sysroot asks about; inside one, the lock is taken once.
+   */
+  read<T>(fn: () => T): T {
+    this.readTxn ??= this.db.transaction((f: () => unknown) => f());
+    return this.readTxn(fn) as T;
+  }
+
+  private readTxn: ((f: () => unknown) => unknown) | undefined;
+
   /** An object known to be stored (with a file's size, null if not known); undefined: not known. */
   storedObject(checksum: string, type: ObjectType): { size: number | null } | undefined {
     return this.stmts.getObject.get(checksum, type) as { size: number | null } | undefined;

@@ -44,7 +44,7 @@ import {
   parseContentHeader,
   parseFilezHeader,
 } from '../objects/index.js';
-import { inflateVerified, verifyFilez } from '../store/object-store.js';
+import { checkFilez, inflateVerified } from '../store/object-store.js';
 import {
   badPack,
   corruptRecord,
@@ -356,7 +356,7 @@ class RecordReader {
       const filez = await this.need(this.length);
       const h = inPack(() => parseFilezHeader(filez, this.id));
       if (h && h.size <= FILEZ_WHOLE_INFLATED) {
-        const { meta, size } = inPack(() => verifyFilez(this.checksum, filez));
+        const { meta, size } = inPack(() => checkFilez(this.checksum, filez));
         yield this.record({ meta, size });
         yield* this.data(filez);
         yield { type: 'verified' };

@@ -43,6 +43,8 @@ export interface ClosureFacts {
   storedObject(checksum: Checksum, type: ObjectType): { size: number | null } | undefined;
   /** A stored dirtree's bytes, already verified against its checksum, if at hand (saves a read). */
   dirtree?(tree: Checksum): Buffer | undefined;
+  /** Runs `fn`, whose questions come together, as one batch (an index: one read transaction). */
+  batch?<T>(fn: () => T): T;
 }
 
 /** Facts learnt by a check: the caller remembers them so that the next check can skip the work. */
@@ -207,11 +209,15 @@ export async function checkClosure(
       }
       const t = decodeDirTree(bytes, objectId(checksum, 'dirtree'));
       nodes.set(checksum, { files: t.files.map((f) => f.checksum), dirs: t.dirs });
-      for (const f of t.files) visitFile(f.checksum);
-      for (const d of t.dirs) {
-        visitMeta(d.meta);
-        visitTree(d.tree);
-      }
+      const visit = (): void => {
+        for (const f of t.files) visitFile(f.checksum);
+        for (const d of t.dirs) {
+          visitMeta(d.meta);
+          visitTree(d.tree);
+        }
+      };
+      if (facts.batch) facts.batch(visit);
+      else visit();
       return;
     }
     work.objectsLookedUp++;

@@ -22,7 +22,7 @@ import {
 } from '../objects/index.js';
 import type { VerifyKey } from '../sign/keys.js';
 import { checkSignatures, readSignatures, signatureCount } from '../sign/signatures.js';
-import { type ObjectRef, verifyFilez } from '../store/object-store.js';
+import { checkFilez, type ObjectRef } from '../store/object-store.js';
 import { missingObjects } from './closure.js';
 import { repoVerifyKeys } from './keys.js';
 import { SUMMARY_KEY, SUMMARY_SIG_KEY } from './layout.js';
@@ -53,7 +53,7 @@ async function checkObject(repo: Repository, o: ObjectRef): Promise<FsckProblem 
     const bytes = await repo.objects.getRaw(o.checksum, o.type);
     if (!bytes) return { severity: 'error', object: id, message: `${id}: vanished while checking` };
     if (o.type === 'file') {
-      verifyFilez(o.checksum, bytes);
+      checkFilez(o.checksum, bytes);
       return undefined;
     }
     if (o.type !== 'commitmeta') {

@@ -316,6 +316,7 @@ export class Repository {
       completeTree: (tree) => db.completeTree(tree),
       storedObject: (checksum, type) => db.storedObject(checksum, type),
       dirtree: (tree) => this.recentTrees.get(tree),
+      batch: (fn) => db.read(fn),
     };
   }
 

@@ -27,7 +27,8 @@ const MAX_INFLIGHT = 3;
 /**
  * Batch buffers travel to the worker and back and are filled again. Fresh ones per batch left
  * ~60 MB of transferred garbage between GCs in the two threads (server peak RSS 226 MB, not ~160).
- * A batch holds less than BATCH_BYTES plus its last blob; a larger one gets a buffer of its own.
+ * A blob that does not fit in the open batch's buffer sends that batch first; one larger than
+ * BUFFER_SIZE gets a buffer of its own.
  */
 const BUFFER_SIZE = BATCH_BYTES + 1024 * 1024;
 const spare: ArrayBuffer[] = [];
@@ -36,7 +37,6 @@ type Result = boolean | { message: string; code?: string };
 
 interface Pending {
   key: string;
-  data: Buffer;
   resolve: (created: boolean) => void;
   reject: (e: unknown) => void;
 }
@@ -113,20 +113,36 @@ export async function existsInWorker(root: string, keys: readonly string[]): Pro
 
 export class FsBatchWriter {
   private batch: Pending[] = [];
-  private batchBytes = 0;
+  /** The open batch's buffer (from `spare` when it is BUFFER_SIZE), its bytes so far, and where each blob ends. */
+  private buf: Uint8Array | undefined;
+  private fill = 0;
+  private ends: number[] = [];
   private inflight = 0;
   private waiters: (() => void)[] = [];
   private tmpDir: string | undefined;
 
   constructor(private readonly store: FsBlobStore) {}
 
-  /** Queue a write-once of `data` (held until the batch is sent: the caller must not change it); true if it was created. */
-  write(key: string, data: Buffer): Promise<boolean> {
-    return new Promise((resolve, reject) => {
-      this.batch.push({ key, data, resolve, reject });
-      this.batchBytes += data.length;
-      if (this.batch.length >= BATCH_BLOBS || this.batchBytes >= BATCH_BYTES) void this.flush();
-    });
+  /**
+   * Queue a write-once of `data`; true if it was created. The bytes are copied into the batch's
+   * buffer at once, so the caller may reuse `data` as soon as this returns (a pack reader decoding
+   * into one buffer again and again).
+   */
+  write(key: string, data: Uint8Array): Promise<boolean> {
+    if (this.buf && this.fill + data.length > this.buf.length) void this.flush();
+    if (!this.buf) {
+      this.buf = new Uint8Array(
+        data.length <= BUFFER_SIZE
+          ? (spare.pop() ?? new ArrayBuffer(BUFFER_SIZE))
+          : new ArrayBuffer(data.length),
+      );
+    }
+    this.buf.set(data, this.fill);
+    this.fill += data.length;
+    this.ends.push(this.fill);
+    const done = new Promise<boolean>((resolve, reject) => this.batch.push({ key, resolve, reject }));
+    if (this.batch.length >= BATCH_BLOBS || this.fill >= BATCH_BYTES) void this.flush();
+    return done;
   }
 
   /** Resolves when fewer than MAX_INFLIGHT batches are waiting for the worker. */
@@ -136,28 +152,19 @@ export class FsBatchWriter {
 
   /** Send the open batch now. */
   async flush(): Promise<void> {
-    const batch = this.batch;
-    if (batch.length === 0) return;
+    const { batch, buf, ends } = this;
+    if (batch.length === 0 || !buf) return;
     this.batch = [];
-    const size = this.batchBytes;
-    this.batchBytes = 0;
-    // One buffer for the batch, transferred (not cloned) to the worker.
-    const buf = new Uint8Array(
-      size <= BUFFER_SIZE ? (spare.pop() ?? new ArrayBuffer(BUFFER_SIZE)) : new ArrayBuffer(size),
-    );
-    const ends: number[] = [];
-    let at = 0;
-    for (const p of batch) {
-      buf.set(p.data, at);
-      at += p.data.length;
-      ends.push(at);
-    }
+    this.buf = undefined;
+    this.fill = 0;
+    this.ends = [];
     this.inflight++;
     try {
       this.tmpDir ??= dirname(await this.store.tempPath());
+      // The buffer is transferred (not cloned) to the worker, which sends it back to be filled again.
       const results = await ask(
         { root: this.store.root, tmpDir: this.tmpDir, keys: batch.map((p) => p.key), ends, buf: buf.buffer },
-        [buf.buffer],
+        [buf.buffer as ArrayBuffer],
       );
       batch.forEach((p, i) => {
         const r = results[i];
