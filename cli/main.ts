@@ -90,6 +90,8 @@ export function buildProgram(): Command {
     async (...args: unknown[]) => {
       setFlagsFromString(`--interrupt-budget=${SHORT_RUN_INTERRUPT_BUDGET}`);
       tuneMalloc(name === 'serve' ? 'server' : 'command');
+      // A push hashes a tree on worker threads: started now, they come up while the command loads.
+      if (name === 'push') (await import('../src/import/pool.js')).prestartHashWorkers();
       const mod = (await import(`./commands/${name}.js`)) as {
         run: (...a: unknown[]) => Promise<number | undefined>;
       };

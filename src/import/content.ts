@@ -63,7 +63,8 @@ export interface HashOnly {
   pool: HashPool;
   /**
    * Every file once hashed (a content repeated in the tree comes once per path), in the order
-   * batches finish. `filez` comes with it when
+   * batches finish. `filez` (valid until the returned promise settles: its memory is then reused)
+   * comes with it when
    * `deflate` said so at the batch's submission; the import waits for a returned promise before it
    * hands on the next results (backpressure from the caller's upload).
    */
@@ -338,6 +339,8 @@ export class ContentWriter {
         const r = results[i]!;
         await hashOnly.onFile(r.checksum!, item, r.filez);
       }
+      // onFile is done with every .filez (its promise waited for them to be used).
+      hashOnly.pool.recycle(results);
     } else if (!this.direct) results = await this.storeMissing(batch, results);
     for (let i = 0; i < batch.length; i++) {
       const r = results[i]!;

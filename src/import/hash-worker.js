@@ -20,6 +20,8 @@
  *            and symlink items up to BIG also come back with their {filez} (a new ref's push).
  *   compress items like batch plus {checksum}; results {filez} (header ‖ deflate) or, for files
  *            over BIG, {spool} (a file in tmpDir the main thread streams into the store and removes).
+ *   arenas   {buffers}: arenas of .filez (see `room`) handed back to be filled again; no answer.
+ *   init     {init}: the WorkerInit of a worker started without workerData; first, no answer.
  *   stream   {prefix, header, size}, followed by {type:'chunk', id, data} messages (each answered by
  *            {type:'ack', id, bytes}) and {type:'end', id} or {type:'abort', id}: a large tar member,
  *            hashed and deflated incrementally; results [{checksum, status, spool?}].
@@ -39,12 +41,12 @@ import {
 } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { parentPort, threadId, workerData } from 'node:worker_threads';
-import { deflatePiece, deflateRaw } from '../compress/deflate.js';
+import { deflateBound, deflateInto, deflatePiece, deflateRaw } from '../compress/deflate.js';
 import { GarbageMeter } from '../minor-gc.js';
 
 /**
  * @typedef {{ root: string | null, tmpDir: string, deflate: import('../compress/deflate.js').DeflateSettings,
- *   big: number, chunk: number }} WorkerInit
+ *   big: number, chunk: number, arena: number }} WorkerInit
  * @typedef {{ kind: 'path', path: string, size: number, prefix: Uint8Array, header: Uint8Array,
  *   checksum?: string }} PathItem
  * @typedef {{ kind: 'data', data: Uint8Array, prefix: Uint8Array, header: Uint8Array,
@@ -57,12 +59,14 @@ import { GarbageMeter } from '../minor-gc.js';
  *   | { type: 'stream', id: number, prefix: Uint8Array, header: Uint8Array, size: number }
  *   | { type: 'chunk', id: number, data: Uint8Array }
  *   | { type: 'end' | 'abort', id: number }} Request
+ * @typedef {{ type: 'arenas', buffers: ArrayBuffer[] } | { type: 'init', init: WorkerInit }} ArenasMessage
  * @typedef {{ message: string, path?: string, errno?: string, changed?: boolean }} JobError
  */
 
 const port = parentPort;
 if (!port) throw new Error('hash-worker.js must run in a worker thread');
-const init = /** @type {WorkerInit} */ (workerData);
+/** From workerData, or (a worker started before its pool: pool.ts prestartHashWorkers) the first message. */
+let init = /** @type {WorkerInit} */ (workerData);
 const O_NOFOLLOW = fsConstants.O_NOFOLLOW;
 
 /**
@@ -354,11 +358,58 @@ function compressItem(item) {
 }
 
 /**
+ * Arenas: the .filez a request returns are written back to back into buffers of init.arena bytes,
+ * transferred with the answer; the main thread hands them back (HashPool.recycle) once it has put
+ * their .filez into its pack, and they are filled again. A push of a new ref returns ~55 MB of
+ * .filez for a sysroot: made as a Buffer each (deflated into igzip's scratch, copied out, then
+ * copied again behind the header) they were ~110 MB of fresh memory per push and a page fault per
+ * 4 KiB of it, on both workers and in the main thread's garbage collector.
+ */
+/** @type {ArrayBuffer[]} */
+const spareArenas = [];
+/** Arenas kept for reuse: a request holds at most 4 MiB of file data, deflated. */
+const MAX_SPARE_ARENAS = 4;
+/** @type {{ bytes: Uint8Array, at: number } | undefined} */
+let arena;
+/** Arenas (and .filez too large for one) written by the current request: transferred with its answer. */
+/** @type {ArrayBuffer[]} */
+let requestBuffers = [];
+
+/**
+ * `n` bytes to write a .filez into: the rest of the current arena, a new arena, or a buffer of its
+ * own when `n` is more than an arena holds.
+ * @param {number} n @returns {Uint8Array}
+ */
+function room(n) {
+  if (n > init.arena) {
+    const own = new Uint8Array(n);
+    requestBuffers.push(own.buffer);
+    return own;
+  }
+  if (!arena || init.arena - arena.at < n) {
+    const buffer = spareArenas.pop() ?? new ArrayBuffer(init.arena);
+    arena = { bytes: new Uint8Array(buffer), at: 0 };
+    requestBuffers.push(buffer);
+  }
+  return arena.bytes.subarray(arena.at, arena.at + n);
+}
+
+/**
  * The .filez of an item: its header, then its payload deflated (a symlink's is the header alone).
+ * With igzip the bytes go straight into an arena (see `room`).
  * @param {Item} item @param {Uint8Array | undefined} payload @returns {Uint8Array}
  */
 function filezOf(item, payload) {
   if (!payload) return item.header;
+  const h = item.header.length;
+  const out = room(h + deflateBound(payload.length));
+  const n = deflateInto(payload, out.subarray(h), init.deflate);
+  if (n !== undefined) {
+    if (n < 0) throw new Error(`deflate: output over its bound (${payload.length} bytes in)`);
+    out.set(item.header, 0);
+    if (arena && out.buffer === arena.bytes.buffer) arena.at += h + n;
+    return out.subarray(0, h + n);
+  }
   const z = deflateRaw(payload, init.deflate);
   const filez = new Uint8Array(item.header.length + z.length);
   filez.set(item.header, 0);
@@ -489,7 +540,9 @@ async function pump() {
     for (let msg = jobs.shift(); msg; msg = jobs.shift()) {
       try {
         const results = await run(msg);
-        port?.postMessage({ type: 'done', id: msg.id, ok: true, results }, transferables(results));
+        const transfer = transferables(results);
+        for (const b of requestBuffers) if (!transfer.includes(b)) transfer.push(b);
+        port?.postMessage({ type: 'done', id: msg.id, ok: true, results }, transfer);
       } catch (e) {
         const f =
           e instanceof ImportFailure ? e : new ImportFailure(String(/** @type {Error} */ (e)?.message ?? e));
@@ -497,6 +550,10 @@ async function pump() {
         const error = { message: f.message, path: f.path, errno: f.errno, changed: f.changed };
         port?.postMessage({ type: 'done', id: msg.id, ok: false, error });
       }
+      // The arenas went with the answer (or, after a failure, are dropped): the next request starts
+      // a new one.
+      arena = undefined;
+      requestBuffers = [];
       garbage.collect();
     }
   } finally {
@@ -504,8 +561,12 @@ async function pump() {
   }
 }
 
-port.on('message', (/** @type {Request} */ msg) => {
-  if (msg.type === 'chunk') channel(msg.id).push(msg.data);
+port.on('message', (/** @type {Request | ArenasMessage} */ msg) => {
+  if (msg.type === 'init') init = msg.init;
+  else if (msg.type === 'arenas') {
+    for (const b of msg.buffers)
+      if (b.byteLength === init.arena && spareArenas.length < MAX_SPARE_ARENAS) spareArenas.push(b);
+  } else if (msg.type === 'chunk') channel(msg.id).push(msg.data);
   else if (msg.type === 'end') channel(msg.id).push(null);
   else if (msg.type === 'abort') channel(msg.id).push(new ImportFailure('aborted'));
   else {

@@ -66,21 +66,57 @@ interface Slot {
 /** Requests in flight per worker: one running, one waiting in the worker's own queue. */
 const PER_WORKER = 2;
 
+/**
+ * Bytes of one arena the workers write returned .filez into (hash-worker.js, `room`): 2 MiB holds
+ * about a 4 MiB batch of a sysroot's files deflated, in one or two arenas.
+ */
+const ARENA_BYTES = 2 * 1024 * 1024;
+
+/** Workers started before their pool (prestartHashWorkers), waiting for the init a pool sends them. */
+const prestarted: Worker[] = [];
+
+function startWorker(init: WorkerInit | null): Worker {
+  const worker = new Worker(new URL('./hash-worker.js', import.meta.url), {
+    workerData: init && { ...init, arena: ARENA_BYTES },
+    // A 2 MB young generation makes V8 collect dead read/deflate buffers sooner: peak RSS 135 MB
+    // instead of 148 MB on the Debian tree at the same speed (each worker held ~12 MB of garbage).
+    resourceLimits: { maxYoungGenerationSizeMb: 2 },
+  });
+  reapplyAfterWorkerStart(worker);
+  return worker;
+}
+
+/**
+ * Start the import workers before the pool that will use them exists: the next HashPool of this
+ * process takes them and sends them its init. A worker takes ~100 ms to start (an isolate, its
+ * modules, the igzip addon); a push that starts them first thing (cli/main.ts) has that overlap
+ * loading its own modules instead of following it: the first file was hashed ~135 ms after the
+ * walk began. Unused, they keep nothing alive (unref'd).
+ */
+export function prestartHashWorkers(size = availableParallelism()): void {
+  while (prestarted.length < size) {
+    const worker = startWorker(null);
+    worker.unref();
+    // Until a pool listens: a worker that fails to start must not crash a command that never used it.
+    worker.on('error', () => {});
+    prestarted.push(worker);
+  }
+}
+
 export class HashPool {
   private readonly slots: Slot[] = [];
   private readonly queue: Job[] = [];
   private nextId = 1;
+  private nextArenaSlot = 0;
   private closed = false;
 
   constructor(init: WorkerInit, size = availableParallelism()) {
     for (let i = 0; i < Math.max(1, size); i++) {
-      const worker = new Worker(new URL('./hash-worker.js', import.meta.url), {
-        workerData: init,
-        // A 2 MB young generation makes V8 collect dead read/deflate buffers sooner: peak RSS 135 MB
-        // instead of 148 MB on the Debian tree at the same speed (each worker held ~12 MB of garbage).
-        resourceLimits: { maxYoungGenerationSizeMb: 2 },
-      });
-      reapplyAfterWorkerStart(worker);
+      let worker = prestarted.shift();
+      if (worker) {
+        worker.ref();
+        worker.postMessage({ type: 'init', init: { ...init, arena: ARENA_BYTES } });
+      } else worker = startWorker(init);
       const slot: Slot = { worker, inflight: new Map() };
       worker.on('message', (m: Reply) => this.onReply(slot, m));
       worker.on('error', (e) => this.onCrash(slot, e));
@@ -136,6 +172,23 @@ export class HashPool {
         onAck = fn;
       },
     };
+  }
+
+  /**
+   * Hand back the arenas under `results`' .filez once the caller is done with every one of them
+   * (they are then views of nothing here): a worker fills them again instead of new memory. Results
+   * never handed back are garbage like any buffer.
+   */
+  recycle(results: readonly ItemResult[]): void {
+    if (this.closed || this.slots.length === 0) return;
+    const buffers: ArrayBuffer[] = [];
+    for (const r of results) {
+      const b = r.filez?.buffer;
+      if (b instanceof ArrayBuffer && b.byteLength === ARENA_BYTES && !buffers.includes(b)) buffers.push(b);
+    }
+    if (buffers.length === 0) return;
+    const slot = this.slots[this.nextArenaSlot++ % this.slots.length]!;
+    slot.worker.postMessage({ type: 'arenas', buffers }, buffers);
   }
 
   /** Forget queued requests (they reject); requests already in a worker still finish. */

@@ -3,7 +3,7 @@
  *
  * The sink is an async function called once per frame, in order; the writer waits for it before it
  * takes more than a few frames ahead (the one being filled, and two per pool worker being compressed
- * or waiting for the sink), so a slow sink (an HTTP response, a file) holds the writer back and
+ * or waiting for the sink; without the pool, none), so a slow sink (an HTTP response, a file) holds the writer back and
  * memory stays at a few MiB whatever the pack's size. A server streams a pack as it is generated:
  *
  *   const body = new PassThrough();
@@ -183,6 +183,15 @@ export class PackWriter {
     });
   }
 
+  /**
+   * A chunk this writer gave its sink, handed back once the sink is done with it (every byte of it
+   * written out): its memory is compressed into again. Frames compressed on this thread only
+   * (`threads: false`); anything else is ignored.
+   */
+  recycle(chunk: Uint8Array): void {
+    this.compressor?.recycle(chunk);
+  }
+
   /** Writes the end record and the last frame; the summary's index is the pack's PackIndex. */
   finish(): Promise<PackSummary> {
     return this.run(async () => {
@@ -285,7 +294,10 @@ export class PackWriter {
     this.inflight.push({ frame, rawSize });
     this.framesCut++;
     this.fill = 0;
-    while (this.inflight.length > INFLIGHT_PER_WORKER * Math.max(1, pool?.size ?? 0)) await this.emit();
+    // Without the pool every frame is compressed here and ready: it goes to the sink at once (held,
+    // it would only hold memory: 2 more 1 MiB frames per push).
+    while (this.inflight.length > (pool ? INFLIGHT_PER_WORKER * Math.max(1, pool.size) : 0))
+      await this.emit();
   }
 
   /** The oldest frame to the sink, once compressed. */

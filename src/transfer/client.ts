@@ -17,7 +17,7 @@ import { type Checksum, type ObjectType, objectId, objectPath } from '../objects
 import { type RefLogRecord, refLogRecordSchema } from '../repo/reflog.js';
 import { assertRef } from '../repo/refs.js';
 import type { ObjectRef } from '../store/object-store.js';
-import { type HttpAnswer, type StreamedBody, send } from './http.js';
+import { type HttpAnswer, reusesChunks, type StreamedBody, send } from './http.js';
 
 export interface ClientOptions {
   /** Bearer token; default $SYSROOT_TOKEN. An empty string means "no token". */
@@ -294,7 +294,12 @@ export class RegistryClient {
       headers['content-type'] = 'application/octet-stream';
       if (spec.contentLength !== undefined) headers['content-length'] = String(spec.contentLength);
       // Touch the idle timer on every chunk sent, so a long upload that is moving is not aborted.
-      body = { source: spec.body(), onChunk: () => idle.touch() };
+      const source = spec.body();
+      body = {
+        source,
+        onChunk: () => idle.touch(),
+        ...(reusesChunks(source) ? { written: (c: Uint8Array) => source.written(c) } : {}),
+      };
     }
     let res: HttpAnswer;
     try {

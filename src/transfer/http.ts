@@ -17,6 +17,21 @@ import type { Agent, ClientRequest, IncomingHttpHeaders, IncomingMessage, Reques
 export interface StreamedBody {
   source: AsyncIterable<Uint8Array>;
   onChunk?: () => void;
+  /**
+   * Runs, in order, once each chunk has been written to the socket (its write callback, without an
+   * error): the source may then reuse the chunk's memory. Not called for chunks of a request that
+   * failed.
+   */
+  written?: (chunk: Uint8Array) => void;
+}
+
+/** A body source that reuses its chunks' memory once told they were written (StreamedBody.written). */
+export interface ReusesChunks {
+  written(chunk: Uint8Array): void;
+}
+
+export function reusesChunks(source: object): source is ReusesChunks {
+  return typeof (source as Partial<ReusesChunks>).written === 'function';
 }
 
 export interface HttpRequest {
@@ -223,7 +238,10 @@ async function pump(
       }
       if (stopped()) return;
       body.onChunk?.();
-      if (!r.write(n.value)) await drained(r);
+      const chunk = n.value;
+      const written = body.written;
+      const more = written ? r.write(chunk, (e) => e || written(chunk)) : r.write(chunk);
+      if (!more) await drained(r);
     }
   } finally {
     if (!finished) await it.return?.();

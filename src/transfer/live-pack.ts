@@ -15,13 +15,14 @@
  * undefined, and the push falls back to the two passes with retries: what this pack got stored is
  * not sent again.
  */
-import { PassThrough } from 'node:stream';
+import { RegistryError } from '../errors.js';
 import type { Checksum } from '../objects/index.js';
-import { KIND, PackWriter, type RecordKind, writableSink } from '../pack/index.js';
+import { KIND, PackWriter, type RecordKind } from '../pack/index.js';
 import type { RegistryClient } from './client.js';
+import type { ReusesChunks } from './http.js';
 import type { FilezPayload, LiveFiles } from './push-source.js';
 
-/** Bytes of pack buffered between the writer and the request body. */
+/** Bytes of pack waiting between the writer and the request body. */
 const PIPE_BYTES = 1024 * 1024;
 /**
  * The request body is handed on in pieces of this size: the HTTP client's stream buffers 16 chunks
@@ -29,9 +30,103 @@ const PIPE_BYTES = 1024 * 1024;
  */
 const BODY_PIECE = 64 * 1024;
 
-async function* slices(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
-  for await (const chunk of source) {
-    for (let at = 0; at < chunk.length; at += BODY_PIECE) yield chunk.subarray(at, at + BODY_PIECE);
+/**
+ * Between a PackWriter and a request body: the writer's frames queue here (at most PIPE_BYTES
+ * before the writer waits) and leave as BODY_PIECE slices. Once the HTTP client says every slice of
+ * a frame was written to the socket (ReusesChunks), the frame goes back to the writer to be
+ * compressed into again, so a push's pack passes through a few MiB of memory, not 55 MB of fresh
+ * buffers.
+ *
+ * `end()` after the last frame; `destroy(e)` makes the body fail with `e` and the writer's next
+ * frame fail; a consumer that stops reading destroys it too.
+ */
+export class PackPipe implements AsyncIterable<Buffer>, ReusesChunks {
+  private readonly frames: Buffer[] = [];
+  private queued = 0;
+  private ended = false;
+  private failure: Error | undefined;
+  private stopped = false;
+  private wakeReader: (() => void) | undefined;
+  private wakeWriter: (() => void) | undefined;
+  /** Frames being sent, oldest first, with how many of their slices are not yet written. */
+  private readonly sending: { frame: Buffer; left: number }[] = [];
+  /** The writer frames go back to (set by packBody). */
+  writer: PackWriter | undefined;
+
+  get destroyed(): boolean {
+    return this.stopped;
+  }
+
+  /** The writer's sink: queues a frame, waiting while the queue is full. */
+  readonly sink = async (frame: Buffer): Promise<void> => {
+    if (this.stopped || this.ended) throw new RegistryError('E_IO', 'pack output stream is closed');
+    this.frames.push(frame);
+    this.queued += frame.length;
+    this.wake();
+    while (this.queued > PIPE_BYTES && !this.stopped) {
+      await new Promise<void>((resolve) => {
+        this.wakeWriter = resolve;
+      });
+    }
+    if (this.stopped) throw new RegistryError('E_IO', 'pack output stream closed while writing');
+  };
+
+  end(): void {
+    this.ended = true;
+    this.wake();
+  }
+
+  destroy(e?: Error): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.failure ??= e;
+    this.frames.length = 0;
+    this.wake();
+  }
+
+  written(chunk: Uint8Array): void {
+    const head = this.sending[0];
+    if (!head || chunk.buffer !== head.frame.buffer) return;
+    if (--head.left === 0) {
+      this.sending.shift();
+      this.writer?.recycle(head.frame);
+    }
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Buffer> {
+    try {
+      for (;;) {
+        if (this.stopped) {
+          if (this.failure) throw this.failure;
+          return;
+        }
+        const frame = this.frames.shift();
+        if (!frame) {
+          if (this.ended) return;
+          await new Promise<void>((resolve) => {
+            this.wakeReader = resolve;
+          });
+          continue;
+        }
+        this.queued -= frame.length;
+        this.wakeWriter?.();
+        this.wakeWriter = undefined;
+        this.sending.push({ frame, left: Math.ceil(frame.length / BODY_PIECE) });
+        for (let at = 0; at < frame.length && !this.stopped; at += BODY_PIECE) {
+          yield frame.subarray(at, at + BODY_PIECE);
+        }
+      }
+    } finally {
+      // Stopped reading (the request ended or failed): the writer must not wait for room.
+      if (!this.ended || this.frames.length > 0) this.destroy();
+    }
+  }
+
+  private wake(): void {
+    this.wakeReader?.();
+    this.wakeReader = undefined;
+    this.wakeWriter?.();
+    this.wakeWriter = undefined;
   }
 }
 
@@ -40,13 +135,11 @@ async function* slices(source: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
  * deflated already (~0.1 s of CPU for a sysroot's 54 MB, not worth the zstd pool's two workers), and
  * no index (a push never reads its pack back).
  */
-export function packBody(): { pack: PackWriter; out: PassThrough; body: AsyncIterable<Buffer> } {
-  const out = new PassThrough({ highWaterMark: PIPE_BYTES });
-  // Destroyed if the pack fails to build, maybe before the request reads it: without a listener
-  // that 'error' would crash the process. The caller keeps the error.
-  out.on('error', () => {});
-  const pack = new PackWriter(writableSink(out), { level: 0, threads: false, index: false });
-  return { pack, out, body: slices(out) };
+export function packBody(): { pack: PackWriter; out: PackPipe; body: PackPipe } {
+  const out = new PackPipe();
+  const pack = new PackWriter(out.sink, { level: 0, threads: false, index: false });
+  out.writer = pack;
+  return { pack, out, body: out };
 }
 
 export interface PackAnswer {
@@ -65,7 +158,7 @@ export class LivePack implements LiveFiles {
    */
   private readonly sent = new Map<RecordKind, Set<Checksum>>();
   private readonly pack: PackWriter;
-  private readonly out: PassThrough;
+  private readonly out: PackPipe;
   private readonly answer: Promise<Omit<PackAnswer, 'wire'>>;
   private chain: Promise<void> = Promise.resolve();
   /** Set once the request or the pack failed: nothing more is sent. */

@@ -191,6 +191,8 @@ async function directorySource(
             yield* spooled(checksum, r.spool!);
           }
         }
+        // The pack has every .filez of the batch now: their arenas go back to the workers.
+        pool.recycle(results);
       }
     },
   };
