@@ -3,6 +3,8 @@ import { type ConfigLayer, layerFromEnv, layerFromFile, resolveConfig } from '..
 import { listen } from '../../server/listen.js';
 import { stderrLogger } from '../../server/logger.js';
 import { TokenStore } from '../../src/auth/tokens.js';
+import { startWriteWorker } from '../../src/store/fs-batch-writer.js';
+import { FsBlobStore } from '../../src/store/fs-blob-store.js';
 import { note } from '../output.js';
 import { openRepo } from './_repo.js';
 
@@ -64,6 +66,12 @@ export async function run(opts: ServeFlags, cmd?: OptionSources): Promise<number
     for (const r of repaired.refs)
       note(`finished an interrupted move of ${r.ref} to ${r.to} (refs/heads was behind its ref log)`);
     if (repaired.summary) note('rewrote the summary from refs/heads (it was stale)');
+    // What the first client would otherwise wait for (~50 ms): the index (rebuilt first if it is
+    // stale, as the first request would have), the token checks' first use, and the write worker
+    // of a directory store.
+    await repo.index().catch(() => {});
+    tokens.warm();
+    if (repo.blobs instanceof FsBlobStore) startWriteWorker();
     const app = createApp({
       repo,
       tokens,

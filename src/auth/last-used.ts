@@ -64,6 +64,11 @@ export class LastUsedDb {
     this.open(true)!.put.run(id, now);
   }
 
+  /** Open (or create) the file now rather than on the first token used: a server calls this before it listens. */
+  warm(): void {
+    this.open(true);
+  }
+
   /** Milliseconds since the epoch, or undefined if never used (on this node). */
   get(id: string): number | undefined {
     return this.open(false)?.get.get(id)?.last_used;

@@ -73,6 +73,14 @@ function worker(): NonNullable<typeof shared> {
   return s;
 }
 
+/**
+ * Start the write worker now (a server does, for a directory store, before it listens): the first
+ * push would otherwise wait ~50 ms for its isolate while its first batches queue up.
+ */
+export function startWriteWorker(): void {
+  worker();
+}
+
 /** One request to the worker (an id is added), answered by its per-key results. */
 function ask(message: Record<string, unknown>, transfer: ArrayBuffer[] = []): Promise<Result[]> {
   const s = worker();
