@@ -89,7 +89,7 @@ export function buildProgram(): Command {
     (name: string) =>
     async (...args: unknown[]) => {
       setFlagsFromString(`--interrupt-budget=${SHORT_RUN_INTERRUPT_BUDGET}`);
-      tuneMalloc(name === 'serve' ? 'server' : 'command');
+      tuneMalloc(name === 'serve' ? 'server' : name === 'push' ? 'push' : 'command');
       // A push hashes a tree on worker threads: started now, they come up while the command loads.
       if (name === 'push') (await import('../src/import/pool.js')).prestartHashWorkers();
       const mod = (await import(`./commands/${name}.js`)) as {

@@ -18,9 +18,10 @@ describe('tuneMalloc', () => {
     expect(existsSync(addon), `${addon} missing: run npm rebuild (it needs only a C compiler)`).toBe(true);
   });
 
-  it('applies the settings on glibc, for commands and for the server', () => {
+  it('applies the settings on glibc, for commands, a push and the server', () => {
     expect(glibc, 'these machines run Debian: glibc').toBe(true);
     expect(tuneMalloc('command', {})).toBe(true);
+    expect(tuneMalloc('push', {})).toBe(true);
     expect(tuneMalloc('server', {})).toBe(true);
   });
 

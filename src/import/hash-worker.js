@@ -367,8 +367,11 @@ function compressItem(item) {
  */
 /** @type {ArrayBuffer[]} */
 const spareArenas = [];
-/** Arenas kept for reuse: a request holds at most 4 MiB of file data, deflated. */
-const MAX_SPARE_ARENAS = 4;
+/**
+ * Arenas kept for reuse. A request holds at most 4 MiB of file data, deflated (one or two arenas),
+ * and a push holds two requests' answers per worker while their .filez wait for the pack.
+ */
+const MAX_SPARE_ARENAS = 6;
 /** @type {{ bytes: Uint8Array, at: number } | undefined} */
 let arena;
 /** Arenas (and .filez too large for one) written by the current request: transferred with its answer. */

@@ -107,7 +107,12 @@ export class HashPool {
   private readonly slots: Slot[] = [];
   private readonly queue: Job[] = [];
   private nextId = 1;
-  private nextArenaSlot = 0;
+  /**
+   * Which worker made each arena in flight: it goes back there. Handed to whichever worker came
+   * next, one worker got more than it kept (and dropped them) while the other made new ones: 37
+   * new 2 MiB arenas per worker in a 1 GiB push, left to fragment the workers' malloc arenas.
+   */
+  private readonly arenaOwner = new WeakMap<ArrayBuffer, Slot>();
   private closed = false;
 
   constructor(init: WorkerInit, size = availableParallelism()) {
@@ -180,15 +185,19 @@ export class HashPool {
    * never handed back are garbage like any buffer.
    */
   recycle(results: readonly ItemResult[]): void {
-    if (this.closed || this.slots.length === 0) return;
-    const buffers: ArrayBuffer[] = [];
+    if (this.closed) return;
+    const back = new Map<Slot, ArrayBuffer[]>();
     for (const r of results) {
       const b = r.filez?.buffer;
-      if (b instanceof ArrayBuffer && b.byteLength === ARENA_BYTES && !buffers.includes(b)) buffers.push(b);
+      if (!(b instanceof ArrayBuffer)) continue;
+      const slot = this.arenaOwner.get(b);
+      if (!slot || !this.slots.includes(slot)) continue;
+      this.arenaOwner.delete(b);
+      const list = back.get(slot) ?? [];
+      if (list.length === 0) back.set(slot, list);
+      list.push(b);
     }
-    if (buffers.length === 0) return;
-    const slot = this.slots[this.nextArenaSlot++ % this.slots.length]!;
-    slot.worker.postMessage({ type: 'arenas', buffers }, buffers);
+    for (const [slot, buffers] of back) slot.worker.postMessage({ type: 'arenas', buffers }, buffers);
   }
 
   /** Forget queued requests (they reject); requests already in a worker still finish. */
@@ -241,6 +250,12 @@ export class HashPool {
       return;
     }
     slot.inflight.delete(m.id);
+    if (m.ok) {
+      for (const r of m.results) {
+        const b = r.filez?.buffer;
+        if (b instanceof ArrayBuffer && b.byteLength === ARENA_BYTES) this.arenaOwner.set(b, slot);
+      }
+    }
     if (m.ok) job.resolve(m.results);
     else job.reject(workerError(m.error));
     this.dispatch();
