@@ -176,15 +176,30 @@ export async function push(
   parentAsked.catch((e: unknown) => hashing.abort(e));
   // A new ref: its pack is sent while the tree is hashed (live-pack.ts), from the ref's answer on.
   let live: LivePack | undefined;
+  let answered = false;
   parentAsked.then(
     (p) => {
+      answered = true;
       if (p === null && opts.stream !== false && !hashing.signal.aborted) live = new LivePack(client);
     },
-    () => {},
+    () => {
+      answered = true;
+    },
   );
+  // Until the answer the workers deflate on the guess of a new ref, and each .filez waits for it:
+  // into the live pack, or dropped if the ref has a head. Files hashed before the answer (it comes
+  // ~20-40 ms after the walk starts: ~100-200 files) were otherwise read and hashed again, and
+  // deflated, after the walk, when nothing else overlaps. A push to an existing ref deflates those
+  // few for nothing.
   const liveFiles: LiveFiles = {
-    wanted: () => live?.wanted() ?? false,
-    file: (checksum, filez) => live?.file(checksum, filez) ?? Promise.resolve(),
+    wanted: () => (live ? live.wanted() : opts.stream !== false && !answered),
+    file: (checksum, filez) =>
+      live || answered
+        ? (live?.file(checksum, filez) ?? Promise.resolve())
+        : parentAsked.then(
+            () => live?.file(checksum, filez),
+            () => {},
+          ),
   };
 
   progress.phase('hash', -1, 'files');
