@@ -20,13 +20,13 @@ async function* once(b: Buffer) {
 
 describe('PackPipe', () => {
   it('sends a whole pack in slices and compresses later frames into the memory of written ones', async () => {
-    const { pack, out, body } = packBody();
+    const { pack, body } = packBody();
     // Files of random bytes (stored, not compressed: level 0): ~6 MiB, 6+ frames.
     const records = Array.from({ length: 24 }, () => randomBytes(256 * 1024));
     const writing = (async () => {
       for (const r of records) await pack.addContent(contentSum(r), META, r);
       await pack.finish();
-      out.end();
+      body.end();
     })();
     const sent: Buffer[] = [];
     const frameBuffers = new Set<ArrayBufferLike>();
@@ -51,14 +51,14 @@ describe('PackPipe', () => {
   });
 
   it('without `written`, no frame memory is used twice', async () => {
-    const { pack, out, body } = packBody();
+    const { pack, body } = packBody();
     const writing = (async () => {
       for (let i = 0; i < 8; i++) {
         const r = randomBytes(512 * 1024);
         await pack.add(KIND.commitmeta, sha(r), r);
       }
       await pack.finish();
-      out.end();
+      body.end();
     })();
     const frameBuffers: ArrayBufferLike[] = [];
     for await (const slice of body) if (!frameBuffers.includes(slice.buffer)) frameBuffers.push(slice.buffer);
@@ -72,10 +72,10 @@ describe('PackPipe', () => {
     const failed = a.pack.add(KIND.commitmeta, sha(big), big);
     const it = a.body[Symbol.asyncIterator]();
     await it.next();
-    a.out.destroy(new Error('live pack stopped'));
+    a.body.destroy(new Error('live pack stopped'));
     await expect(it.next()).rejects.toThrow('live pack stopped');
     await expect(failed).rejects.toMatchObject({ code: 'E_IO' });
-    expect(a.out.destroyed).toBe(true);
+    expect(a.body.destroyed).toBe(true);
 
     const b = packBody();
     const writing = b.pack.add(KIND.commitmeta, sha(big), big);

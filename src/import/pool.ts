@@ -193,9 +193,7 @@ export class HashPool {
       const slot = this.arenaOwner.get(b);
       if (!slot || !this.slots.includes(slot)) continue;
       this.arenaOwner.delete(b);
-      const list = back.get(slot) ?? [];
-      if (list.length === 0) back.set(slot, list);
-      list.push(b);
+      back.set(slot, [...(back.get(slot) ?? []), b]);
     }
     for (const [slot, buffers] of back) slot.worker.postMessage({ type: 'arenas', buffers }, buffers);
   }
@@ -255,9 +253,8 @@ export class HashPool {
         const b = r.filez?.buffer;
         if (b instanceof ArrayBuffer && b.byteLength === ARENA_BYTES) this.arenaOwner.set(b, slot);
       }
-    }
-    if (m.ok) job.resolve(m.results);
-    else job.reject(workerError(m.error));
+      job.resolve(m.results);
+    } else job.reject(workerError(m.error));
     this.dispatch();
   }
 

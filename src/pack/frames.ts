@@ -47,7 +47,8 @@ export class FrameCompressor {
         : (this.spare.pop() ?? Buffer.allocUnsafe(Math.max(bound, FRAME_BOUND)));
     const n = this.cctx.compress2(out, raw);
     // Sinks may hold chunks a while (a socket's queue): a small frame is copied out so it does not pin
-    // a 1 MiB buffer, a big one is handed over whole and the next frame gets a new scratch buffer.
+    // a 1 MiB buffer, a big one is handed over whole and the next frame gets a recycled buffer or a
+    // new one.
     if (n < 0.75 * out.length) {
       if (out.length <= FRAME_BOUND) this.scratch = out;
       return Buffer.from(out.subarray(0, n));

@@ -3,8 +3,8 @@
  *
  * The sink is an async function called once per frame, in order; the writer waits for it before it
  * takes more than a few frames ahead (the one being filled, and two per pool worker being compressed
- * or waiting for the sink; without the pool, none), so a slow sink (an HTTP response, a file) holds the writer back and
- * memory stays at a few MiB whatever the pack's size. A server streams a pack as it is generated:
+ * or waiting for the sink; without the pool, none), so a slow sink (an HTTP response, a file) holds
+ * the writer back and memory stays at a few MiB whatever the pack's size. A server streams a pack as it is generated:
  *
  *   const body = new PassThrough();
  *   const pack = new PackWriter(writableSink(body), { level: 3 });

@@ -67,16 +67,20 @@ const CHECK_SCRATCH_MAX = 16 * 1024 * 1024;
  * the payload is inflated into a scratch buffer, not kept.
  */
 export function checkFilez(checksum: Checksum, filez: Buffer): { meta: FileMeta; size: number } {
-  const { meta, size } = verifyFilez(checksum, filez, true);
+  const { meta, size } = verify(checksum, filez, true);
   return { meta, size };
 }
 
 /**
  * Check a complete `.filez` against its name: parse the header, inflate, re-hash. Returns the
- * decoded object. Used for every content object read or received. With `scratch` the payload is
- * a view of a buffer the next call overwrites (checkFilez).
+ * decoded object. Used for every content object read or received.
  */
-export function verifyFilez(checksum: Checksum, filez: Buffer, scratch = false): ContentObject {
+export function verifyFilez(checksum: Checksum, filez: Buffer): ContentObject {
+  return verify(checksum, filez, false);
+}
+
+/** verifyFilez; with `scratch` the payload is a view of a buffer the next call overwrites. */
+function verify(checksum: Checksum, filez: Buffer, scratch: boolean): ContentObject {
   const id = objectId(checksum, 'file');
   const h = parseFilezHeader(filez, id);
   if (!h) throw corrupt(checksum, 'file', 'truncated header', 'truncated .filez header');

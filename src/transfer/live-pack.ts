@@ -135,11 +135,11 @@ export class PackPipe implements AsyncIterable<Buffer>, ReusesChunks {
  * deflated already (~0.1 s of CPU for a sysroot's 54 MB, not worth the zstd pool's two workers), and
  * no index (a push never reads its pack back).
  */
-export function packBody(): { pack: PackWriter; out: PackPipe; body: PackPipe } {
-  const out = new PackPipe();
-  const pack = new PackWriter(out.sink, { level: 0, threads: false, index: false });
-  out.writer = pack;
-  return { pack, out, body: out };
+export function packBody(): { pack: PackWriter; body: PackPipe } {
+  const body = new PackPipe();
+  const pack = new PackWriter(body.sink, { level: 0, threads: false, index: false });
+  body.writer = pack;
+  return { pack, body };
 }
 
 export interface PackAnswer {
@@ -158,7 +158,7 @@ export class LivePack implements LiveFiles {
    */
   private readonly sent = new Map<RecordKind, Set<Checksum>>();
   private readonly pack: PackWriter;
-  private readonly out: PackPipe;
+  private readonly body: PackPipe;
   private readonly answer: Promise<Omit<PackAnswer, 'wire'>>;
   private chain: Promise<void> = Promise.resolve();
   /** Set once the request or the pack failed: nothing more is sent. */
@@ -167,9 +167,9 @@ export class LivePack implements LiveFiles {
   failure: string | undefined;
 
   constructor(client: RegistryClient) {
-    const { pack, out, body } = packBody();
+    const { pack, body } = packBody();
     this.pack = pack;
-    this.out = out;
+    this.body = body;
     let made = false;
     this.answer = client.postPack(
       () => {
@@ -236,7 +236,7 @@ export class LivePack implements LiveFiles {
     if (!this.broken) {
       try {
         wire = (await this.pack.finish()).bytes;
-        this.out.end();
+        this.body.end();
       } catch {
         this.break();
       }
@@ -256,6 +256,6 @@ export class LivePack implements LiveFiles {
 
   private break(): void {
     this.broken = true;
-    if (!this.out.destroyed) this.out.destroy(new Error('live pack stopped'));
+    if (!this.body.destroyed) this.body.destroy(new Error('live pack stopped'));
   }
 }

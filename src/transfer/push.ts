@@ -174,7 +174,7 @@ export async function push(
   const hashing = new AbortController();
   const parentAsked = client.getRef(ref);
   parentAsked.catch((e: unknown) => hashing.abort(e));
-  // A new ref: its pack is sent while the tree is hashed (live-pack.ts), from the ref's answer on.
+  // A new ref: its pack is sent while the tree is hashed (live-pack.ts).
   let live: LivePack | undefined;
   let answered = false;
   parentAsked.then(
@@ -193,13 +193,14 @@ export async function push(
   // few for nothing.
   const liveFiles: LiveFiles = {
     wanted: () => (live ? live.wanted() : opts.stream !== false && !answered),
-    file: (checksum, filez) =>
-      live || answered
-        ? (live?.file(checksum, filez) ?? Promise.resolve())
-        : parentAsked.then(
-            () => live?.file(checksum, filez),
-            () => {},
-          ),
+    file: (checksum, filez) => {
+      if (live) return live.file(checksum, filez);
+      if (answered) return Promise.resolve();
+      return parentAsked.then(
+        () => live?.file(checksum, filez),
+        () => {},
+      );
+    },
   };
 
   progress.phase('hash', -1, 'files');
@@ -319,7 +320,7 @@ export async function push(
         const meta = metadataRecords(pending);
         progress.phase('upload', pending.length);
         // `failure` carries a failure to build the pack to the caller.
-        const { pack, out, body } = packBody();
+        const { pack, body } = packBody();
         (async () => {
           for await (const f of tree.filez(files)) {
             if (Buffer.isBuffer(f.body)) await pack.add(KIND.filez, f.checksum, f.body);
@@ -332,10 +333,10 @@ export async function push(
             progress.advance(1, bytes.length);
           }
           wire = (await pack.finish()).bytes;
-          out.end();
+          body.end();
         })().catch((e: unknown) => {
-          if (!out.destroyed) failure = e;
-          out.destroy(e instanceof Error ? e : new Error(String(e)));
+          if (!body.destroyed) failure = e;
+          body.destroy(e instanceof Error ? e : new Error(String(e)));
         });
         return body;
       };
