@@ -482,6 +482,29 @@ describe('pack round trip', () => {
     }
   });
 
+  it('reuse: a content header that starts at the end of a full frame reads right', async () => {
+    // The reader takes a content header's 8-byte frame (its length) and then the header itself. When
+    // the 8 bytes are at the end of a 1 MiB frame and the header is in the next one, taking the
+    // header decodes that frame, with `reuse` into the buffer the 8 bytes came from.
+    const second = contentObj(FILE, noiseBuf(5, MiB + 4321));
+    const head = contentHashPrefix(FILE).length;
+    // Raw stream: magic (8), header (41), first payload, header (41), the second payload's 8 bytes
+    // ending at `end`: the frame's end, or 2 or 4 bytes into the header before it.
+    for (const end of [MiB, MiB - 2, MiB - 4]) {
+      const first = contentObj(FILE, noiseBuf(4, end - 8 - 8 - 41 - 41 - head));
+      const objs = [first, second];
+      const { pack } = await writePack(objs, { level: 1 });
+      const out: Buffer[] = [];
+      let verified = 0;
+      for await (const e of readPack(pieces(pack), { reuse: true, collect: MAX_COLLECT })) {
+        if (e.type === 'data') out.push(Buffer.from(e.chunk));
+        if (e.type === 'verified') verified++;
+      }
+      expect(verified, `end ${end}`).toBe(2);
+      expect(out[0]!.equals(first.data) && out[1]!.equals(second.data), `end ${end}`).toBe(true);
+    }
+  });
+
   it('writes the same bytes for the same records, at any level, and level 0 stores', async () => {
     const objs = everyKind();
     const a = await writePack(objs);

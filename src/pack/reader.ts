@@ -296,7 +296,11 @@ class RecordReader {
     if (first.readUInt32BE(4) !== 0 || len > MAX_FILEZ_HEADER || 8 + len > this.length) {
       throw corruptRecord(this.kind, this.checksum, first.toString('hex'), `bad ${what}`);
     }
-    return Buffer.concat([first, await this.need(len)]);
+    // Copied before the next read: with `reuse`, reading on may decode over `first`'s bytes.
+    const header = Buffer.allocUnsafe(8 + len);
+    first.copy(header, 0);
+    (await this.need(len)).copy(header, 8);
+    return header;
   }
 
   /** content: header ‖ file bytes, hashed as they stream. */
