@@ -3,7 +3,6 @@ import { randomBytes } from 'node:crypto';
 import { linkSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { setFlagsFromString } from 'node:v8';
@@ -249,11 +248,19 @@ describe('push', () => {
     await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(dead.address() as AddressInfo).port}`;
     await new Promise<void>((r) => dead.close(() => r()));
-    const spools = () => readdirSync(tmpdir()).filter((n) => n.startsWith('sysroot-push-'));
-    const before = spools();
-    const e = await rejects(push(url, token, src, { ref: REF, subject: 'never' }, FAST), 'E_IO');
-    expect(e.message).toContain('ECONNREFUSED');
-    expect(spools()).toEqual(before);
+    // A private TMPDIR (os.tmpdir() reads it on each call): other test files run beside this one
+    // and their pushes make and remove spools in the shared /tmp (CI once saw one vanish mid-test).
+    const privateTmp = tempDir('push-dead-tmp-');
+    const savedTmp = process.env.TMPDIR;
+    process.env.TMPDIR = privateTmp;
+    try {
+      const e = await rejects(push(url, token, src, { ref: REF, subject: 'never' }, FAST), 'E_IO');
+      expect(e.message).toContain('ECONNREFUSED');
+    } finally {
+      if (savedTmp === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = savedTmp;
+    }
+    expect(readdirSync(privateTmp)).toEqual([]);
   });
 
   it('pushes v2 on top of v1, uploading only the new objects', async () => {
