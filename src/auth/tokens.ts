@@ -15,13 +15,11 @@
 import { timingSafeEqual } from 'node:crypto';
 import type { z as Z } from 'zod';
 import { RegistryError } from '../errors.js';
-import { zod } from '../lazy-zod.js';
+import { lazy } from '../lazy-zod.js';
 import type { BlobStore } from '../store/blob-store.js';
 import { LastUsedDb } from './last-used.js';
 import { formatScope, parseScope } from './scopes.js';
 import { formatToken, hashSecret, isTokenId, newSecret, newTokenId, parseToken } from './token-string.js';
-
-const z = zod();
 
 export const TOKENS_PREFIX = 'sysroot/tokens/';
 /** Node-local (see Repository.nodeLocalPath): sysroot/tokens.sqlite in a directory repository. */
@@ -31,15 +29,18 @@ const REVOCATION_TTL_MS = 5_000;
 /** A name is a label for people (`release-ci`); 100 characters is plenty and keeps listings tidy. */
 const MAX_NAME_LENGTH = 100;
 
-const TokenRecordSchema = z.object({
-  id: z.string().regex(/^[0-9a-f]{8}$/),
-  name: z.string(),
-  scopes: z.array(z.string()),
-  created: z.string(),
-  hash: z.string().regex(/^[0-9a-f]{64}$/),
-});
+/** Built on first use (src/lazy-zod.ts): `sysroot serve` warms it before it listens (warm()). */
+const tokenRecordSchema = lazy((z) =>
+  z.object({
+    id: z.string().regex(/^[0-9a-f]{8}$/),
+    name: z.string(),
+    scopes: z.array(z.string()),
+    created: z.string(),
+    hash: z.string().regex(/^[0-9a-f]{64}$/),
+  }),
+);
 
-export type TokenRecord = Z.infer<typeof TokenRecordSchema>;
+export type TokenRecord = Z.infer<ReturnType<typeof tokenRecordSchema>>;
 
 /** Who made a request: what the server needs to authorise it and to name it in the ref log. */
 export interface Principal {
@@ -162,7 +163,7 @@ export class TokenStore {
    */
   warm(): void {
     this.lastUsed?.warm();
-    TokenRecordSchema.safeParse({ id: '', name: '', scopes: [], hash: '', created: '' });
+    tokenRecordSchema().safeParse({ id: '', name: '', scopes: [], hash: '', created: '' });
   }
 
   /** Revoke a token. Returns false if it was revoked already. */
@@ -227,7 +228,7 @@ export class TokenStore {
     } catch {
       parsed = undefined;
     }
-    const r = TokenRecordSchema.safeParse(parsed);
+    const r = tokenRecordSchema().safeParse(parsed);
     if (!r.success || r.data.id !== id) {
       throw new RegistryError('E_CORRUPT_OBJECT', `token record ${recordKey(id)} is malformed`, {
         path: recordKey(id),

@@ -13,30 +13,31 @@
  */
 import type { z as Z } from 'zod';
 import { RegistryError } from '../errors.js';
-import { zod } from '../lazy-zod.js';
+import { lazy } from '../lazy-zod.js';
 import { keyFileName, type PublicKeyInfo, type VerifyKey, verifyKeyOf } from '../sign/keys.js';
 import type { BlobStore } from '../store/blob-store.js';
 import { KEYS_PREFIX } from './layout.js';
 
-const z = zod();
+// Built on first use (src/lazy-zod.ts): every command that opens a repository imports this module.
+const schemas = lazy((z) => ({
+  published: z
+    .object({
+      version: z.literal(1),
+      type: z.enum(['ed25519', 'gpg']),
+      id: z.string(),
+      name: z.string().optional(),
+      public: z.string(),
+      published: z.string(),
+    })
+    .strict(),
+  revoked: z
+    .object({ version: z.literal(1), id: z.string(), revoked: z.string(), reason: z.string() })
+    .strict(),
+}));
+type Schemas = ReturnType<typeof schemas>;
 
-const PublishedSchema = z
-  .object({
-    version: z.literal(1),
-    type: z.enum(['ed25519', 'gpg']),
-    id: z.string(),
-    name: z.string().optional(),
-    public: z.string(),
-    published: z.string(),
-  })
-  .strict();
-
-const RevokedSchema = z
-  .object({ version: z.literal(1), id: z.string(), revoked: z.string(), reason: z.string() })
-  .strict();
-
-export type PublishedKey = Z.infer<typeof PublishedSchema>;
-export type Revocation = Z.infer<typeof RevokedSchema>;
+export type PublishedKey = Z.infer<Schemas['published']>;
+export type Revocation = Z.infer<Schemas['revoked']>;
 
 export interface RepoKeys {
   keys: PublishedKey[];
@@ -101,9 +102,9 @@ export async function readRepoKeys(blobs: BlobStore): Promise<RepoKeys> {
   for (const key of names.sort()) {
     const bytes = await blobs.read(key);
     if (!bytes) continue;
-    if (key.endsWith('.revoked.json')) revocations.push(parse(RevokedSchema, bytes, key));
+    if (key.endsWith('.revoked.json')) revocations.push(parse(schemas().revoked, bytes, key));
     else if (key.endsWith('.json')) {
-      const k = parse(PublishedSchema, bytes, key);
+      const k = parse(schemas().published, bytes, key);
       if (`${KEYS_PREFIX}${keyFileName(k.id)}.json` !== key) {
         throw new RegistryError('E_CORRUPT_OBJECT', `${key} holds key ${k.id}, which is not its name`, {
           path: key,
