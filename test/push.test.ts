@@ -10,7 +10,7 @@ import { runInNewContext } from 'node:vm';
 import { deflateRawSync } from 'node:zlib';
 import { type ServerType, serve } from '@hono/node-server';
 import { setAttributeSync } from '@napi-rs/xattr';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { createApp } from '../server/app.js';
 import { TokenStore } from '../src/auth/tokens.js';
 import { Variant } from '../src/gvariant/index.js';
@@ -248,17 +248,16 @@ describe('push', () => {
     await new Promise<void>((r) => dead.listen(0, '127.0.0.1', r));
     const url = `http://127.0.0.1:${(dead.address() as AddressInfo).port}`;
     await new Promise<void>((r) => dead.close(() => r()));
-    // A private TMPDIR (os.tmpdir() reads it on each call): other test files run beside this one
-    // and their pushes make and remove spools in the shared /tmp (CI once saw one vanish mid-test).
+    // A private TMPDIR (os.tmpdir() reads it on each call): the run's TMPDIR (test/setup/global.ts)
+    // is shared by the test files beside this one, whose pushes make and remove spools in it (CI
+    // once saw one vanish mid-test).
     const privateTmp = tempDir('push-dead-tmp-');
-    const savedTmp = process.env.TMPDIR;
-    process.env.TMPDIR = privateTmp;
+    vi.stubEnv('TMPDIR', privateTmp);
     try {
       const e = await rejects(push(url, token, src, { ref: REF, subject: 'never' }, FAST), 'E_IO');
       expect(e.message).toContain('ECONNREFUSED');
     } finally {
-      if (savedTmp === undefined) delete process.env.TMPDIR;
-      else process.env.TMPDIR = savedTmp;
+      vi.unstubAllEnvs();
     }
     expect(readdirSync(privateTmp)).toEqual([]);
   });
