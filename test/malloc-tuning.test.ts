@@ -1,9 +1,11 @@
 /**
  * src/malloc-tuning.ts and its addon (native/memory): on glibc the settings are taken; settings the
- * user gave glibc are left alone. What the settings buy (fewer page faults) is measured by the
- * benchmarks, not here: a fault count depends on the machine and on when V8 frees buffers.
+ * user gave glibc are left alone, and the heap gets transparent huge pages where the kernel gives
+ * them. What the settings buy (fewer page faults) is measured by the benchmarks, not here: a fault
+ * count depends on the machine and on when V8 frees buffers.
  */
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { tuneMalloc } from '../src/malloc-tuning.js';
@@ -35,5 +37,37 @@ describe('tuneMalloc', () => {
 
   it('tunes when GLIBC_TUNABLES sets nothing about malloc', () => {
     expect(tuneMalloc('command', { GLIBC_TUNABLES: 'glibc.rtld.optional_static_tls=4096' })).toBe(true);
+  });
+
+  it('advises a part of the heap for huge pages, once, and allocations land there', () => {
+    // A process of its own: the heap this checks must be fresh, and advised only by this.
+    const script = `
+      const m = require(${JSON.stringify(addon)});
+      const MiB = 1024 * 1024;
+      if (!m.tune(32 * MiB, 256 * MiB)) throw new Error('tune refused');
+      const advised = m.hugeHeap(64 * MiB, 32 * MiB);
+      const again = m.hugeHeap(64 * MiB, 32 * MiB);
+      const keep = [];
+      for (let i = 0; i < 24; i++) keep.push(Buffer.alloc(MiB, 1));
+      const huge = /AnonHugePages:\\s+(\\d+) kB/.exec(require('fs').readFileSync('/proc/self/smaps_rollup', 'utf8'));
+      console.log(JSON.stringify({ advised, again, hugeKb: Number(huge?.[1] ?? -1) }));
+    `;
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })) as {
+      advised: number;
+      again: number;
+      hugeKb: number;
+    };
+    const thp = '/sys/kernel/mm/transparent_hugepage/enabled';
+    const mode = existsSync(thp) ? /\[(\w+)\]/.exec(readFileSync(thp, 'utf8'))?.[1] : undefined;
+    expect(mode, `${thp}: a kernel without transparent huge pages`).toBeDefined();
+    // 64 MiB asked, and the heap grew by that and the little it had free; the part of it between
+    // two 2 MiB boundaries is advised.
+    expect(out.advised).toBeGreaterThanOrEqual(60 * 1024 * 1024);
+    expect(out.advised).toBeLessThanOrEqual(96 * 1024 * 1024);
+    expect(out.again, 'a second call does nothing').toBe(0);
+    // 24 MiB of 1 MiB buffers, all from the advised part: at least some of it in huge pages, unless
+    // the machine turned them off ("never").
+    if (mode === 'never') expect(out.hugeKb).toBe(0);
+    else expect(out.hugeKb, `transparent_hugepage is [${mode}]`).toBeGreaterThanOrEqual(2048);
   });
 });
