@@ -96,6 +96,55 @@ describe('dirmeta and dirtree', () => {
     expect(dirtrees.some((o) => o.entries!.files.length >= 1700)).toBe(true);
   });
 
+  it('writes a dirtree exactly as the generic GVariant codec does (1-, 2- and 4-byte offsets)', () => {
+    // encodeDirTree writes the bytes itself; the codec's encode is the reference. Random trees:
+    // sizes that cross each offset width, names of 1-300 characters, some outside ASCII.
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) & 0x7fffffff;
+      return (seed >>> 8) % n;
+    };
+    const alphabet = ['a', 'Z', '0', '.', '-', 'é', '日', '\u{1f600}', '_'];
+    const sum = (): string => {
+      let h = '';
+      for (let i = 0; i < 64; i++) h += '0123456789abcdef'[rand(16)];
+      return h;
+    };
+    const widths = new Set<number>();
+    for (const n of [0, 1, 2, 5, 40, 200, 1500, 2500]) {
+      const names = new Set<string>();
+      while (names.size < n) {
+        let name = '';
+        const len = 1 + (rand(10) === 0 ? rand(300) : rand(12));
+        for (let i = 0; i < len; i++) name += alphabet[rand(alphabet.length)];
+        names.add(name);
+      }
+      const all = [...names];
+      const cut = rand(all.length + 1);
+      const tree = {
+        files: all.slice(0, cut).map((name) => ({ name, checksum: sum() })),
+        dirs: all.slice(cut).map((name) => ({ name, tree: sum(), meta: sum() })),
+      };
+      // strcmp order, from the bytes themselves rather than compareNames.
+      const sorted = <T extends { name: string }>(xs: T[]): T[] =>
+        [...xs].sort((a, b) => Buffer.compare(Buffer.from(a.name), Buffer.from(b.name)));
+      const reference = encode('(a(say)a(sayay))', [
+        sorted(tree.files).map((f) => [f.name, hex(f.checksum)]),
+        sorted(tree.dirs).map((d) => [d.name, hex(d.tree), hex(d.meta)]),
+      ]);
+      const bytes = encodeDirTree(tree);
+      expect(bytes.toString('hex'), `${n} entries`).toBe(reference.toString('hex'));
+      widths.add(reference.length <= 0xff ? 1 : reference.length <= 0xffff ? 2 : 4);
+    }
+    expect([...widths].sort()).toEqual([1, 2, 4]);
+    expect(() => encodeDirTree({ files: [{ name: 'a\0b', checksum: 'ab'.repeat(32) }], dirs: [] })).toThrow(
+      /cannot contain NUL/,
+    );
+    expect(() => encodeDirTree({ files: [{ name: 'a', checksum: 'AB'.repeat(32) }], dirs: [] })).toThrow(
+      /not a 64-character lower-case hex/,
+    );
+  });
+
   it('refuses a dirtree whose entries are not sorted', () => {
     // encodeDirTree always sorts, so build the unsorted bytes with the codec directly.
     const unsorted = encode('(a(say)a(sayay))', [
