@@ -19,17 +19,37 @@
  * The payloads are read on the pool thread: the caller must not change them until the promise
  * settles. They are kept alive until then by a reference to the array.
  *
+ *   scanDir(dir, xattrs) -> { names, stats, xattrs, xattrEnds } | { errno, syscall, name }
+ *     The entries of one directory, for an import's walk (src/import/directory.ts): readdir(3),
+ *     then per entry fstatat(AT_SYMLINK_NOFOLLOW) and, with `xattrs`, for a directory, regular file
+ *     or symlink llistxattr(2) and lgetxattr(2), all in one call from JavaScript.
+ *     names      Buffer: each entry's name as the kernel gives it, NUL-terminated, in readdir order
+ *                ("." and ".." left out)
+ *     stats      Float64Array, 5 per entry: st_mode, st_uid, st_gid, st_size, st_nlink
+ *     xattrs     Buffer: for each attribute of each entry, in llistxattr's order: u32 name length,
+ *                the name, u32 value length, the value (lengths little-endian)
+ *     xattrEnds  Uint32Array, one more than entries: entry i's attributes are
+ *                xattrs[xattrEnds[i], xattrEnds[i + 1])
+ *     A filesystem without extended attributes (ENOTSUP) gives none. On the first failure the
+ *     result is { errno (positive), syscall, name } instead: `name` is the entry's ('' for the
+ *     directory itself). Synchronous: the walk needs each directory before it goes on, and a
+ *     round trip to libuv's pool per directory would cost more than the calls.
+ *
  * No dependencies beyond libc and Node's headers; without this addon the checkout makes the same
- * calls itself, on its own thread.
+ * calls itself, on its own thread, and the import walks with Node's fs and @napi-rs/xattr.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <node_api.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -232,9 +252,196 @@ static napi_value write_files(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* A growable byte buffer; `failed` once an allocation failed (the scan then reports ENOMEM). */
+typedef struct {
+  uint8_t *data;
+  size_t length;
+  size_t capacity;
+  bool failed;
+} bytes_t;
+
+static void *bytes_room(bytes_t *b, size_t n) {
+  if (b->failed) return NULL;
+  if (b->length + n > b->capacity) {
+    size_t cap = b->capacity ? b->capacity : 4096;
+    while (cap < b->length + n) cap *= 2;
+    uint8_t *d = realloc(b->data, cap);
+    if (!d) {
+      b->failed = true;
+      return NULL;
+    }
+    b->data = d;
+    b->capacity = cap;
+  }
+  void *at = b->data + b->length;
+  b->length += n;
+  return at;
+}
+
+static void bytes_put(bytes_t *b, const void *p, size_t n) {
+  void *at = bytes_room(b, n);
+  if (at && n) memcpy(at, p, n);
+}
+
+static void bytes_put_u32(bytes_t *b, uint32_t v) {
+  uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+  bytes_put(b, le, 4);
+}
+
+/* A size query, then the call, again while the answer grew in between (ERANGE). */
+static ssize_t list_xattrs(const char *path, bytes_t *scratch) {
+  for (;;) {
+    ssize_t n = llistxattr(path, NULL, 0);
+    if (n <= 0) return n;
+    scratch->length = 0;
+    if (!bytes_room(scratch, (size_t)n)) {
+      errno = ENOMEM;
+      return -1;
+    }
+    ssize_t got = llistxattr(path, (char *)scratch->data, (size_t)n);
+    if (got >= 0 || errno != ERANGE) return got;
+  }
+}
+
+/* Appends one attribute; 0, or -1 with errno (ENODATA: removed since it was listed, skipped). */
+static int put_xattr(const char *path, const char *name, bytes_t *out) {
+  for (;;) {
+    ssize_t n = lgetxattr(path, name, NULL, 0);
+    if (n < 0) return errno == ENODATA ? 0 : -1;
+    size_t name_length = strlen(name);
+    size_t start = out->length;
+    bytes_put_u32(out, (uint32_t)name_length);
+    bytes_put(out, name, name_length);
+    bytes_put_u32(out, (uint32_t)n);
+    uint8_t *value = bytes_room(out, (size_t)n);
+    if (out->failed) {
+      errno = ENOMEM;
+      return -1;
+    }
+    ssize_t got = lgetxattr(path, name, value, (size_t)n);
+    if (got == n) return 0;
+    out->length = start;
+    if (got >= 0 || errno == ERANGE) continue; /* changed in between: ask again */
+    return errno == ENODATA ? 0 : -1;
+  }
+}
+
+static napi_value scan_result(napi_env env, bytes_t *names, bytes_t *stats, bytes_t *xattrs,
+                              bytes_t *ends) {
+  napi_value result, v, ab;
+  void *data;
+  napi_create_object(env, &result);
+  napi_create_buffer_copy(env, names->length, names->length ? (const void *)names->data : "", NULL, &v);
+  napi_set_named_property(env, result, "names", v);
+  napi_create_arraybuffer(env, stats->length, &data, &ab);
+  if (stats->length) memcpy(data, stats->data, stats->length);
+  napi_create_typedarray(env, napi_float64_array, stats->length / 8, ab, 0, &v);
+  napi_set_named_property(env, result, "stats", v);
+  napi_create_buffer_copy(env, xattrs->length, xattrs->length ? (const void *)xattrs->data : "", NULL, &v);
+  napi_set_named_property(env, result, "xattrs", v);
+  napi_create_arraybuffer(env, ends->length, &data, &ab);
+  memcpy(data, ends->data, ends->length);
+  napi_create_typedarray(env, napi_uint32_array, ends->length / 4, ab, 0, &v);
+  napi_set_named_property(env, result, "xattrEnds", v);
+  return result;
+}
+
+static napi_value scan_failure(napi_env env, int err, const char *syscall, const char *name) {
+  napi_value result, v;
+  napi_create_object(env, &result);
+  napi_create_int32(env, err, &v);
+  napi_set_named_property(env, result, "errno", v);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &v);
+  napi_set_named_property(env, result, "syscall", v);
+  napi_create_buffer_copy(env, strlen(name), name[0] ? name : "", NULL, &v);
+  napi_set_named_property(env, result, "name", v);
+  return result;
+}
+
+static napi_value scan_dir(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char dir[PATH_MAX];
+  size_t dir_length;
+  bool want_xattrs;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 ||
+      napi_get_value_string_utf8(env, argv[0], dir, sizeof dir, &dir_length) != napi_ok ||
+      napi_get_value_bool(env, argv[1], &want_xattrs) != napi_ok) {
+    napi_throw_type_error(env, NULL, "scanDir(dir: string, xattrs: boolean)");
+    return NULL;
+  }
+  if (dir_length >= sizeof dir - 1) return scan_failure(env, ENAMETOOLONG, "opendir", "");
+  DIR *d = opendir(dir);
+  if (!d) return scan_failure(env, errno, "opendir", "");
+
+  bytes_t names = {0}, stats = {0}, xattrs = {0}, ends = {0}, scratch = {0};
+  char path[PATH_MAX];
+  memcpy(path, dir, dir_length);
+  path[dir_length] = '/';
+  int err = 0;
+  const char *syscall = NULL;
+  const char *failed_name = "";
+  bytes_put_u32(&ends, 0);
+  for (;;) {
+    errno = 0;
+    struct dirent *e = readdir(d);
+    if (!e) {
+      if (errno) err = errno, syscall = "readdir";
+      break;
+    }
+    const char *name = e->d_name;
+    if (name[0] == '.' && (name[1] == '\0' || (name[1] == '.' && name[2] == '\0'))) continue;
+    struct stat st;
+    if (fstatat(dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+      err = errno, syscall = "lstat", failed_name = name;
+      break;
+    }
+    bytes_put(&names, name, strlen(name) + 1);
+    double fields[5] = {st.st_mode, st.st_uid, st.st_gid, (double)st.st_size, (double)st.st_nlink};
+    bytes_put(&stats, fields, sizeof fields);
+    if (want_xattrs && (S_ISDIR(st.st_mode) || S_ISREG(st.st_mode) || S_ISLNK(st.st_mode))) {
+      size_t name_length = strlen(name);
+      if (dir_length + 1 + name_length >= sizeof path) {
+        err = ENAMETOOLONG, syscall = "llistxattr", failed_name = name;
+        break;
+      }
+      memcpy(path + dir_length + 1, name, name_length + 1);
+      ssize_t n = list_xattrs(path, &scratch);
+      if (n < 0 && errno != ENOTSUP) {
+        err = errno, syscall = "llistxattr", failed_name = name;
+        break;
+      }
+      for (ssize_t at = 0; at < n;) {
+        const char *attr = (const char *)scratch.data + at;
+        size_t attr_length = strnlen(attr, (size_t)(n - at));
+        if (put_xattr(path, attr, &xattrs) != 0) {
+          err = errno, syscall = "lgetxattr", failed_name = name;
+          break;
+        }
+        at += (ssize_t)attr_length + 1;
+      }
+      if (err) break;
+    }
+    bytes_put_u32(&ends, (uint32_t)xattrs.length);
+  }
+  napi_value result;
+  if (!err && (names.failed || stats.failed || xattrs.failed || ends.failed || scratch.failed))
+    err = ENOMEM, syscall = "malloc";
+  /* failed_name points into the DIR's buffer: the failure is built before closedir. */
+  result = err ? scan_failure(env, err, syscall, failed_name) : scan_result(env, &names, &stats, &xattrs, &ends);
+  closedir(d);
+  free(names.data);
+  free(stats.data);
+  free(xattrs.data);
+  free(ends.data);
+  free(scratch.data);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -1,6 +1,7 @@
 /**
- * Directory → OSTree objects. The walk runs on the main thread with synchronous lstat/readdir/xattr
- * calls (a few microseconds each, against ~30 us for a libuv round trip per async call) and hands
+ * Directory → OSTree objects. The walk runs on the main thread with synchronous readdir/lstat/xattr
+ * calls (a few microseconds each, against ~30 us for a libuv round trip per async call), a whole
+ * directory's in one call to native/files where it is built (scan-dir.ts), and hands
  * regular files to the worker pool as it goes, yielding to the event loop every few hundred entries
  * so finished batches are collected and the workers are kept fed.
  */
@@ -10,6 +11,7 @@ import { errnoCode, RegistryError } from '../errors.js';
 import { canonicalXattrs, checkEntryName, type DirMeta, type Xattr } from '../objects/index.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { ContentWriter } from './content.js';
+import { type EntryStat, scanDirectory } from './scan-dir.js';
 import {
   type DirNode,
   deflateOf,
@@ -101,27 +103,21 @@ export async function importDirectory(
     const stack: WalkDir[] = [top];
     let sinceYield = 0;
     for (let cur = stack.pop(); cur; cur = stack.pop()) {
-      let names: Buffer[];
-      try {
-        // Buffer names: a name that is not UTF-8 must be seen as bytes, not silently replaced with U+FFFD.
-        names = readdirSync(cur.abs || '/', { encoding: 'buffer' });
-      } catch (e) {
-        throw ioError(e, cur.abs || '/');
-      }
-      for (const raw of names) {
-        const name = decodeName(raw, cur.rel);
+      // The native scan reads a directory's entries, their lstat and xattrs in one call; without it,
+      // the same calls one by one (names as Buffers: a name that is not UTF-8 must be seen as bytes,
+      // not silently replaced with U+FFFD).
+      const entries = scanDirectory(cur.abs || '/', rules.keepXattrs) ?? readNames(cur.abs || '/');
+      for (const entry of entries) {
+        const name = decodeName(entry.raw, cur.rel);
         const rel = cur.rel ? `${cur.rel}/${name}` : name;
         checkEntryName(name, rel);
         const abs = `${cur.abs}/${name}`;
-        let st: Stats;
-        try {
-          st = lstatSync(abs);
-        } catch (e) {
-          throw ioError(e, abs);
-        }
+        const st = entry.stat ?? lstatOf(abs);
+        const xattrsOfEntry = (): Xattr[] =>
+          entry.xattrs ? canonicalXattrs(entry.xattrs) : readXattrs(abs, rel);
         const type = st.mode & S_IFMT;
         if (type === S_IFDIR) {
-          const node = walkDir(dirMeta(st, abs, rel), cur, abs, rel);
+          const node = walkDir(rules.dir(st.uid, st.gid, st.mode & 0o7777, xattrsOfEntry()), cur, abs, rel);
           cur.dirs.set(name, node);
           cur.pending++;
           stack.push(node);
@@ -134,13 +130,13 @@ export async function importDirectory(
             const node: FileNode = { checksum: undefined, size: st.size };
             if (key !== undefined) inodes.set(key, node);
             addFile(cur, name, node);
-            const meta = rules.file(st.uid, st.gid, st.mode & 0o7777, readXattrs(abs, rel));
+            const meta = rules.file(st.uid, st.gid, st.mode & 0o7777, xattrsOfEntry());
             writer.addPath(abs, meta, st.size, node);
           }
         } else if (type === S_IFLNK) {
           const node: FileNode = { checksum: undefined, size: 0 };
           addFile(cur, name, node);
-          writer.addSymlink(rules.symlink(st.uid, st.gid, linkTarget(abs, rel), readXattrs(abs, rel)), node);
+          writer.addSymlink(rules.symlink(st.uid, st.gid, linkTarget(abs, rel), xattrsOfEntry()), node);
         } else {
           special.push(rel);
         }
@@ -221,6 +217,27 @@ function escapeBytes(b: Buffer): string {
     s +=
       c >= 0x20 && c < 0x7f && c !== 0x5c ? String.fromCharCode(c) : `\\x${c.toString(16).padStart(2, '0')}`;
   return s;
+}
+
+/** The walk's entries without the native scan: names only, each lstat'ed as it is reached. */
+function readNames(dir: string): { raw: Buffer; stat: undefined; xattrs: undefined }[] {
+  try {
+    return readdirSync(dir, { encoding: 'buffer' }).map((raw) => ({
+      raw,
+      stat: undefined,
+      xattrs: undefined,
+    }));
+  } catch (e) {
+    throw ioError(e, dir);
+  }
+}
+
+function lstatOf(abs: string): EntryStat {
+  try {
+    return lstatSync(abs);
+  } catch (e) {
+    throw ioError(e, abs);
+  }
 }
 
 /** Exact dev:ino (bigint: inode numbers on XFS/btrfs can exceed 2^53, and a collision would merge files). */
