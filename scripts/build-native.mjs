@@ -3,7 +3,8 @@
 // package's install script:
 //
 //   native/memory  glibc malloc settings (src/malloc-tuning.ts); needs only a C compiler
-//   native/files   a pull's files written on libuv's pool (src/checkout/file-batch.ts); idem
+//   native/files   a pull's files written on libuv's pool (src/checkout/file-batch.ts), and an
+//                  import's directory scan (src/import/scan-dir.ts); idem
 //   native/igzip   ISA-L's deflate (src/compress/deflate.js); needs ISA-L's headers too
 //
 // Usage: node scripts/build-native.mjs
@@ -40,9 +41,14 @@ if (m.status === 0) say('built native/memory (malloc settings)');
 else say(`native/memory failed to build (exit ${m.status}): glibc's malloc defaults stay (more page faults)`);
 
 const f = build('files');
-if (f.status === 0) say('built native/files (pulls write their files beside the decompression)');
+if (f.status === 0)
+  say(
+    'built native/files (pulls write their files beside the decompression; imports scan directories in one call)',
+  );
 else
-  say(`native/files failed to build (exit ${f.status}): pulls write their files on the main thread (slower)`);
+  say(
+    `native/files failed to build (exit ${f.status}): pulls write their files, and imports read directories, on the main thread (slower)`,
+  );
 
 if (process.env.SYSROOT_DEFLATE === 'zlib') {
   say('SYSROOT_DEFLATE=zlib: not building native/igzip');
