@@ -35,8 +35,9 @@
  * (native/memory/memory.c draws it); below the trim threshold, it stays. Medians of 6 alternating
  * runs (2026-12-07): `sysroot serve` took 6,100 page faults instead of 14,300 over a push of v1,
  * 1.375 s of CPU instead of 1.535 s, and the push 1.835 s instead of 1.93 s; a cold pull of v1
- * 16,200 → 11,100 faults, 1.12 → 1.035 s, the same peak RSS (104 → 106 MB). A push's own process
- * gained little (21,600 → 20,300 faults): its faults are in V8's heap and its workers' buffers.
+ * 16,200 → 11,200 faults at about the same peak RSS (104 → 106 MB), its time within the noise
+ * (1.12 → 1.035 s in one A/B, 1.07 → 1.06 s in another). A push's own process gained little
+ * (21,600 → 20,300 faults): its faults are in V8's heap and its workers' buffers.
  *
  * Settings the user gives glibc (GLIBC_TUNABLES, MALLOC_*_) win: nothing is changed then. Without the addon (not built, or not glibc) the defaults stay; only speed differs.
  */
