@@ -48,7 +48,8 @@ export function offsetSize(body: number, nOffsets: number): number {
   return 8;
 }
 
-function writeOffset(buf: Buffer, at: number, value: number, k: number): void {
+/** A framing offset of `k` bytes (offsetSize), little-endian. */
+export function writeOffset(buf: Buffer, at: number, value: number, k: number): void {
   if (k === 1) buf.writeUInt8(value, at);
   else if (k === 2) buf.writeUInt16LE(value, at);
   else if (k === 4) buf.writeUInt32LE(value, at);

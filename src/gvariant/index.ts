@@ -6,5 +6,6 @@ export {
   offsetSize,
   sizeFromTotal,
   Variant,
+  writeOffset,
 } from './codec.js';
 export { parseType } from './type.js';

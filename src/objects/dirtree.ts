@@ -4,7 +4,7 @@
  * The checksum is the sha256 of these bytes, which are also the `.dirtree` file.
  */
 import { RegistryError } from '../errors.js';
-import { GVariantError, offsetSize, sizeFromTotal } from '../gvariant/index.js';
+import { GVariantError, offsetSize, sizeFromTotal, writeOffset } from '../gvariant/index.js';
 import { assertChecksum, bytesToChecksum, type Checksum } from './checksum.js';
 import { decodeObject } from './metadata-object.js';
 
@@ -144,13 +144,6 @@ function writeTable(out: Buffer, start: number, end: number, sizes: readonly num
     entryEnd += sizes[i]!;
     writeOffset(out, end + i * k, entryEnd, k);
   }
-}
-
-function writeOffset(out: Buffer, at: number, value: number, k: number): void {
-  if (k === 1) out[at] = value;
-  else if (k === 2) out.writeUInt16LE(value, at);
-  else if (k === 4) out.writeUInt32LE(value, at);
-  else out.writeBigUInt64LE(BigInt(value), at);
 }
 
 /** The checks on a decoded dirtree's names, whichever decoder read it. */
