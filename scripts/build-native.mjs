@@ -6,6 +6,8 @@
 //   native/files   a pull's files written on libuv's pool (src/checkout/file-batch.ts), and an
 //                  import's directory scan (src/import/scan-dir.ts); idem
 //   native/igzip   ISA-L's deflate (src/compress/deflate.js); needs ISA-L's headers too
+//   native/zstd    a pull's pack decoded a frame ahead on libuv's pool (src/pack/frames.ts); needs
+//                  libzstd's headers (Debian/Ubuntu: apt-get install libzstd-dev)
 //
 // Usage: node scripts/build-native.mjs
 //
@@ -49,6 +51,17 @@ else
   say(
     `native/files failed to build (exit ${f.status}): pulls write their files, and imports read directories, on the main thread (slower)`,
   );
+
+const z = build('zstd');
+if (z.status === 0) say('built native/zstd (pulls decode their packs beside the checkout)');
+else {
+  const out = `${z.stdout ?? ''}${z.stderr ?? ''}`;
+  say(
+    /zstd\.h|-lzstd/.test(out)
+      ? "libzstd's headers not found: native/zstd not built, so a pull decodes its pack on the main thread (slower); apt-get install libzstd-dev, then npm rebuild"
+      : `native/zstd failed to build (exit ${z.status}): a pull decodes its pack on the main thread (slower)`,
+  );
+}
 
 if (process.env.SYSROOT_DEFLATE === 'zlib') {
   say('SYSROOT_DEFLATE=zlib: not building native/igzip');

@@ -14,6 +14,8 @@
 #   radosgw ceph-mon ceph-osd   a real one-node S3 server for the S3 tests (scripts/s3-server.sh)
 #   libisal-dev  ISA-L's headers, for the igzip deflate addon that `npm ci` builds (native/igzip);
 #                without it the registry falls back to Node's zlib, and the test suite fails under CI
+#   libzstd-dev  libzstd's headers, for the addon that decodes a pull's pack on libuv's pool
+#                (native/zstd); without it a pull decodes on its main thread, and the suite fails
 #
 # Idempotent and silent when everything is present (no apt call at all), so CI and the
 # vitest global setup can run it every time. When something is missing it runs
@@ -37,8 +39,9 @@ declare -A PROVIDES=(
   [ceph-mon]='ceph-mon monmaptool'
   [ceph-osd]='ceph-osd'
   [libisal-dev]='/usr/include/isa-l/igzip_lib.h'
+  [libzstd-dev]='/usr/include/zstd.h'
 )
-ORDER=(ostree gnupg debootstrap nginx-light zstd attr xz-utils time radosgw ceph-mon ceph-osd libisal-dev)
+ORDER=(ostree gnupg debootstrap nginx-light zstd attr xz-utils time radosgw ceph-mon ceph-osd libisal-dev libzstd-dev)
 
 # Non-root shells often lack the sbin directories, where debootstrap and nginx live.
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin:/usr/local/bin:/usr/bin:/bin"

@@ -8,7 +8,7 @@ import { finished } from 'node:stream/promises';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { deflateRawSync } from 'node:zlib';
-import { afterAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { isRegistryError, type RegistryError } from '../src/errors.js';
 import { encode, Variant } from '../src/gvariant/index.js';
 import { mapLimit } from '../src/map-limit.js';
@@ -26,7 +26,7 @@ import {
   sha256,
 } from '../src/objects/index.js';
 import type { FrameInfo } from '../src/pack/format.js';
-import { decodeFrames, FrameCompressor } from '../src/pack/frames.js';
+import { decodeFrames, FrameCompressor, zstdAddonBuilt } from '../src/pack/frames.js';
 import {
   decodeIndex,
   encodeIndex,
@@ -50,6 +50,10 @@ import { zstdPool } from '../src/pack/zstd-pool.js';
 import { cleanup, tempDir } from './helpers/checkout-tree.js';
 
 const MiB = 1024 * 1024;
+
+afterEach(() => {
+  vi.unstubAllEnvs();
+});
 
 // Buffers that are garbage but not yet collected would hide what is really alive: measure after a GC.
 setFlagsFromString('--expose-gc');
@@ -226,7 +230,18 @@ async function failsWith(p: Promise<unknown>, code: string): Promise<RegistryErr
   throw new Error(`expected ${code}, but it succeeded`);
 }
 
-const readFails = (pack: Buffer, code: string) => failsWith(readAll(pieces(pack)), code);
+/**
+ * Read `pack` both ways, decoded on this thread and (with `reuse`, when native/zstd is built) a frame
+ * ahead on libuv's pool: each must fail with `code` and the same message, but for zstd's own words
+ * in parentheses. Returns the first.
+ */
+async function readFails(pack: Buffer, code: string): Promise<RegistryError> {
+  const here = await failsWith(readAll(pieces(pack)), code);
+  const ahead = await failsWith(readAll(pieces(pack), undefined, { buffers: new Set(), reuse: true }), code);
+  const plain = (e: RegistryError) => e.message.replace(/ \([^)]*\)$/, '');
+  expect(plain(ahead)).toBe(plain(here));
+  return here;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Raw streams, for damaging packs on purpose
@@ -408,9 +423,15 @@ describe('pack round trip', () => {
     const objs = everyKind().filter((o) => o.payload.length < 100_000);
     const { pack, summary } = await writePack(objs);
     for (const size of [1, pack.length]) {
-      const { records, index } = await readAll(pieces(pack, size));
-      expect(records.map((r) => r.data.toString('hex'))).toEqual(objs.map((o) => o.data.toString('hex')));
-      expect(index).toEqual(summary.index);
+      // Decoded on this thread, and with `reuse` a frame ahead on the pool (native/zstd).
+      for (const reuse of [false, true]) {
+        const { records, index } = await readAll(pieces(pack, size), undefined, {
+          buffers: new Set(),
+          reuse,
+        });
+        expect(records.map((r) => r.data.toString('hex'))).toEqual(objs.map((o) => o.data.toString('hex')));
+        expect(index).toEqual(summary.index);
+      }
     }
   });
 
@@ -459,28 +480,46 @@ describe('pack round trip', () => {
     expect(plain.records[5]!.chunks).toBe(0);
   });
 
-  it('reuse: decodes into one buffer again and again; a consumer that copies each chunk reads the same', async () => {
-    // Every kind, a 3 MiB file across frames, and a 2 MiB .filez checked as a stream (its chunks
-    // reach the inflater after the cursor moved on, so the reader copies them for it).
-    const objs = [...everyKind(), filezObj(FILE, noiseBuf(3, 2 * MiB))];
-    const { pack } = await writePack(objs);
-    for (const collect of [undefined, 64 * 1024, MAX_COLLECT]) {
-      const fresh = { buffers: new Set<ArrayBufferLike>(), reuse: false };
-      const reused = { buffers: new Set<ArrayBufferLike>(), reuse: true };
-      const plain = await readAll(pieces(pack, 64 * 1024), collect, fresh);
-      const { records, index } = await readAll(pieces(pack, 64 * 1024), collect, reused);
-      expect(records.map((r) => r.verified)).toEqual(objs.map(() => true));
-      for (const [i, o] of objs.entries()) expect(records[i]!.data.equals(o.data), `record ${i}`).toBe(true);
-      expect(index).toEqual(plain.index);
-      // ~7 MiB of raw stream: a new 1 MiB decode buffer per frame without reuse, one with it (plus,
-      // when collecting, the scratch buffer records crossing regions are gathered in, which grows
-      // to the largest: here once for the 2 MiB .filez and once for the 3 MiB file).
-      const big = (set: Set<ArrayBufferLike>) => [...set].filter((b) => b.byteLength >= MiB).length;
-      expect(big(reused.buffers), `collect ${collect}`).toBeLessThanOrEqual(collect ? 3 : 1);
-      expect(big(fresh.buffers), `collect ${collect}`).toBeGreaterThan(big(reused.buffers));
-      if (collect === undefined) expect(big(fresh.buffers)).toBeGreaterThanOrEqual(6);
-    }
+  it('native/zstd is built (a pull decodes a frame ahead on the pool; npm ci builds it)', () => {
+    expect(zstdAddonBuilt).toBe(true);
   });
+
+  it.each([
+    ['a frame ahead on the pool (native/zstd)', '1'],
+    ['on this thread', '0'],
+  ])(
+    'reuse, decoded %s: the same decode buffers again and again; a consumer that copies each chunk reads the same',
+    async (_, native) => {
+      // Every kind, a 3 MiB file across frames, and a 2 MiB .filez checked as a stream (its chunks
+      // reach the inflater after the cursor moved on, so the reader copies them for it).
+      const objs = [...everyKind(), filezObj(FILE, noiseBuf(3, 2 * MiB))];
+      const { pack } = await writePack(objs);
+      vi.stubEnv('SYSROOT_NATIVE_ZSTD', native);
+      // One decode buffer on this thread; two a frame ahead, one read while the other is decoded into.
+      const decodeBuffers = native === '1' ? 2 : 1;
+      for (const collect of [undefined, 64 * 1024, MAX_COLLECT]) {
+        const fresh = { buffers: new Set<ArrayBufferLike>(), reuse: false };
+        const reused = { buffers: new Set<ArrayBufferLike>(), reuse: true };
+        const plain = await readAll(pieces(pack, 64 * 1024), collect, fresh);
+        const { records, index } = await readAll(pieces(pack, 64 * 1024), collect, reused);
+        expect(records.map((r) => r.verified)).toEqual(objs.map(() => true));
+        for (const [i, o] of objs.entries())
+          expect(records[i]!.data.equals(o.data), `record ${i}`).toBe(true);
+        expect(index).toEqual(plain.index);
+        // ~7 MiB of raw stream: a new 1 MiB decode buffer per frame without reuse, one or two with it
+        // (plus, when collecting, the scratch buffer records crossing regions are gathered in, which
+        // grows to the largest: here once for the 2 MiB .filez and once for the 3 MiB file).
+        const big = (set: Set<ArrayBufferLike>) => [...set].filter((b) => b.byteLength >= MiB).length;
+        expect(big(reused.buffers), `collect ${collect}`).toBeLessThanOrEqual(
+          decodeBuffers + (collect ? 2 : 0),
+        );
+        if (collect === undefined) {
+          expect(big(fresh.buffers)).toBeGreaterThanOrEqual(6);
+          expect(big(fresh.buffers)).toBeGreaterThan(big(reused.buffers));
+        }
+      }
+    },
+  );
 
   it('reuse: a content header that starts at the end of a full frame reads right', async () => {
     // The reader takes a content header's 8-byte frame (its length) and then the header itself. When

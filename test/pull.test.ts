@@ -226,7 +226,7 @@ describe('pull', () => {
     expect(snapshot(byShaDest)).toEqual(snapshot(src1));
   });
 
-  it('writes the same tree with file batches (native/files) and without (SYSROOT_NATIVE_FILES=0)', async () => {
+  it('writes the same tree with file batches and the pack decoded ahead (native/files, native/zstd) and without either (SYSROOT_NATIVE_FILES=0, SYSROOT_NATIVE_ZSTD=0)', async () => {
     // Setuid and read-only files, a 0700 directory, symlinks, an empty file, a file bigger than a
     // batch copies (9 MiB, written by the checkout itself) and many small ones; cold and from the
     // cache, each way. Every entry's mtime is 0 either way.
@@ -248,17 +248,23 @@ describe('pull', () => {
       walk(root);
       return [...new Set(out)];
     };
-    const before = process.env.SYSROOT_NATIVE_FILES;
+    const before = [process.env.SYSROOT_NATIVE_FILES, process.env.SYSROOT_NATIVE_ZSTD];
+    const set = (name: string, value: string | undefined) => {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    };
     try {
       for (const setting of [undefined, '0']) {
-        if (setting === undefined) delete process.env.SYSROOT_NATIVE_FILES;
-        else process.env.SYSROOT_NATIVE_FILES = setting;
+        set('SYSROOT_NATIVE_FILES', setting);
+        set('SYSROOT_NATIVE_ZSTD', setting);
         const cacheDir = newCache();
         for (const from of ['the pack', 'the cache']) {
           const dest = newDest();
           const r = await pull(reg.url, ref, dest, { ...FAST, cacheDir });
           expect(r.commit, `${setting} ${from}`).toBe(c);
-          expect(snapshot(dest), `SYSROOT_NATIVE_FILES=${setting} from ${from}`).toEqual(snapshot(src));
+          expect(snapshot(dest), `SYSROOT_NATIVE_FILES=SYSROOT_NATIVE_ZSTD=${setting} from ${from}`).toEqual(
+            snapshot(src),
+          );
           expect(mtimes(dest)).toEqual([0]);
           expect(r.files + r.symlinks).toBe(
             Object.values(snapshot(src)).filter((v) => !v.startsWith('d')).length,
@@ -266,8 +272,8 @@ describe('pull', () => {
         }
       }
     } finally {
-      if (before === undefined) delete process.env.SYSROOT_NATIVE_FILES;
-      else process.env.SYSROOT_NATIVE_FILES = before;
+      set('SYSROOT_NATIVE_FILES', before[0]);
+      set('SYSROOT_NATIVE_ZSTD', before[1]);
     }
   });
 

@@ -3,10 +3,12 @@
  * never straddle a frame, with the frame table built on the way.
  *
  * zstd-napi only has synchronous calls; at 1 MiB per frame one call takes ~3 ms to compress (level
- * 3) and ~1 ms to decompress, short enough not to stall the event loop.
+ * 3) and ~1 ms to decompress, short enough not to stall the event loop. A pull decodes on libuv's
+ * pool instead when native/zstd is built (decodeFramesAhead, below).
  */
 import zstd from 'zstd-napi/binding.js';
 import { RegistryError } from '../errors.js';
+import { loadAddon } from '../native-addon.js';
 import { badPack, DEFAULT_LEVEL, FRAME_TARGET, type FrameInfo, STORE_LEVEL } from './format.js';
 
 /** The zstd level for a writer's `level` option: 0 is store, anything else is zstd's own level. */
@@ -110,11 +112,27 @@ const WINDOW_LOG_MAX = 20;
  * the next one is asked for. A fresh 1 MiB buffer per frame is ~256 pages the kernel must back, and
  * external memory that makes V8 collect: on the VM of 2026-12-07 (10 µs per fresh page) decoding
  * the 116 MB pack of v1 took 166-208 ms into one buffer and 353 ms into fresh ones (14,400 faults).
+ *
+ * With `reuse` and native/zstd built, frames are decoded a frame ahead on libuv's pool instead
+ * (decodeFramesAhead: whole frames, two buffers); SYSROOT_NATIVE_ZSTD=0 keeps them on this thread.
+ * Without `reuse` (the server reading a push) they are always decoded here: its consumers keep
+ * regions, so every frame would need a fresh buffer either way.
  */
-export async function* decodeFrames(
+export function decodeFrames(
   source: AsyncIterable<Uint8Array>,
   frames: FrameInfo[],
   opts: { reuse?: boolean } = {},
+): AsyncGenerator<Region> {
+  if (zstdAddon && opts.reuse && process.env.SYSROOT_NATIVE_ZSTD !== '0') {
+    return decodeFramesAhead(zstdAddon, source, frames);
+  }
+  return decodeFramesHere(source, frames, opts);
+}
+
+async function* decodeFramesHere(
+  source: AsyncIterable<Uint8Array>,
+  frames: FrameInfo[],
+  opts: { reuse?: boolean },
 ): AsyncGenerator<Region> {
   const dctx = new zstd.DCtx();
   dctx.setParameter(zstd.DParameter.windowLogMax, WINDOW_LOG_MAX);
@@ -195,5 +213,162 @@ export async function* decodeFrames(
       frame: frames.length,
       offset: consumedTotal,
     });
+  }
+}
+
+interface ZstdAddon {
+  frameSize(bytes: Uint8Array, max: number): number;
+  createDecoder(): object;
+  decodeFrame(decoder: object, src: Uint8Array, dst: Uint8Array): Promise<number>;
+}
+
+/** zstd's error, as native/zstd rejects or throws it. */
+interface ZstdFailure {
+  code: number;
+  name: string;
+}
+
+const zstdAddon = loadAddon('zstd').addon as ZstdAddon | null;
+
+/** Whether native/zstd loaded (for the tests, which must run both decoders). */
+export const zstdAddonBuilt = zstdAddon !== null;
+
+/** ZSTD_error_dstSize_tooSmall (zstd_errors.h): the frame holds more than its output buffer. */
+const DST_TOO_SMALL = 70;
+
+/**
+ * Bytes a frame may take compressed: zstd's bound for FRAME_TARGET is 1 MiB + 4 KiB, so a stream that
+ * runs on for 2 MiB without ending a frame is refused rather than buffered.
+ */
+const MAX_FRAME_INPUT = 2 * FRAME_TARGET;
+
+/**
+ * decodeFrames with `reuse`, one frame ahead on libuv's pool (native/zstd): while the consumer
+ * reads frame K, frame K + 1 decodes into the other of two output buffers. The regions are whole
+ * frames, each valid until the next one is asked for, as with `reuse` on the JavaScript thread.
+ *
+ * Why: a cold pull spent ~115 ms of its main thread in zstd (2026-12-07), the thread that also
+ * verifies every record and drives the checkout, while the second core idled ~0.4 s of the pull.
+ *
+ * Each frame's compressed bytes are gathered into one buffer (zstd decodes a whole frame from
+ * contiguous input): two input buffers alternate too, one being decoded while the next frame
+ * arrives. The same checks as decodeFramesHere: a frame must hold 1..FRAME_TARGET bytes, and its
+ * content checksum must match (zstd checks it); a cut stream is E_BAD_PACK.
+ */
+async function* decodeFramesAhead(
+  addon: ZstdAddon,
+  source: AsyncIterable<Uint8Array>,
+  frames: FrameInfo[],
+): AsyncGenerator<Region> {
+  const decoder = addon.createDecoder();
+  const outs = [Buffer.allocUnsafe(OUT_SIZE), Buffer.allocUnsafe(OUT_SIZE)];
+  let input = Buffer.allocUnsafe(MAX_FRAME_INPUT);
+  let spare = Buffer.allocUnsafe(MAX_FRAME_INPUT);
+  let length = 0;
+  /** Where input[0] is in the pack. */
+  let at = 0;
+  /** The frame being decoded: its index, place and promise. */
+  let pending:
+    | { index: number; offset: number; size: number; out: Buffer; done: Promise<number> }
+    | undefined;
+  const it = source[Symbol.asyncIterator]();
+  let ended = false;
+  const sizeAt = (index: number): number => {
+    try {
+      return addon.frameSize(input.subarray(0, length), FRAME_TARGET);
+    } catch (e) {
+      throw badPack(`frame ${index} is not a valid zstd frame (${(e as ZstdFailure).name})`, {
+        frame: index,
+        offset: at,
+      });
+    }
+  };
+  const finish = async (p: NonNullable<typeof pending>): Promise<Region> => {
+    let raw: number;
+    try {
+      raw = await p.done;
+    } catch (e) {
+      const f = e as ZstdFailure;
+      if (f.code === DST_TOO_SMALL) {
+        throw badPack(`frame ${p.index} holds more than ${FRAME_TARGET} bytes`, {
+          frame: p.index,
+          expected: `<= ${FRAME_TARGET} bytes`,
+        });
+      }
+      throw badPack(`frame ${p.index} is not a valid zstd frame (${f.name})`, {
+        frame: p.index,
+        offset: p.offset,
+      });
+    }
+    if (raw === 0) throw badPack(`frame ${p.index} is empty`, { frame: p.index, offset: p.offset });
+    frames.push({ compressedOffset: p.offset, compressedSize: p.size, rawSize: raw });
+    return { bytes: p.out.subarray(0, raw), frame: p.index, offset: 0 };
+  };
+  try {
+    for (let index = 0; ; index++) {
+      let size = 0;
+      // A frame that cannot be, found while the one before decodes: thrown once that one is read,
+      // as the JavaScript decoder does (bytes after the end record are the reader's to report).
+      let failure: unknown;
+      try {
+        size = length > 0 ? sizeAt(index) : 0;
+        while (size === 0 && !ended) {
+          if (length >= MAX_FRAME_INPUT) {
+            throw badPack(`frame ${index} does not end within ${MAX_FRAME_INPUT} bytes`, {
+              frame: index,
+              offset: at,
+            });
+          }
+          const next = await it.next();
+          if (next.done) {
+            ended = true;
+            break;
+          }
+          const chunk = next.value;
+          if (length + chunk.length > input.length) {
+            const bigger = Buffer.allocUnsafe(length + chunk.length);
+            input.copy(bigger, 0, 0, length);
+            input = bigger;
+          }
+          input.set(chunk, length);
+          length += chunk.length;
+          size = sizeAt(index);
+        }
+      } catch (e) {
+        failure = e;
+        size = 0;
+      }
+      // The frame before is decoded: its input buffer is free, and its region goes out below.
+      const before = pending ? await finish(pending) : undefined;
+      pending = undefined;
+      if (failure !== undefined) {
+        if (before) yield before;
+        throw failure;
+      }
+      if (size > 0) {
+        // The consumer is done with frame index - 2 (it asked for index - 1): its buffer is free.
+        const frame = input.subarray(0, size);
+        const rest = length - size;
+        if (spare.length < rest) spare = Buffer.allocUnsafe(rest);
+        input.copy(spare, 0, size, length);
+        const done = addon.decodeFrame(decoder, frame, outs[index % 2]!);
+        // Awaited by finish(); this keeps a consumer that stops early from an unhandled rejection.
+        done.catch(() => {});
+        pending = { index, offset: at, size, out: outs[index % 2]!, done };
+        [input, spare] = [spare, input];
+        length = rest;
+        at += size;
+      }
+      if (before) yield before;
+      if (!pending) break;
+    }
+    if (length > 0) {
+      throw badPack(`truncated: the stream ends inside frame ${frames.length}`, {
+        frame: frames.length,
+        offset: at + length,
+      });
+    }
+  } finally {
+    if (!ended) await it.return?.();
   }
 }
