@@ -234,6 +234,16 @@ describe('push', () => {
     // All of it was there: same tree, and the same commit (same options, no ref binding, no parent).
     expect(live.commit).toBe(r.commit);
     expect(live.present).toBe(closure);
+    // A head asked for already (the CLI asks before it loads the importer) is not asked again.
+    reg.requests.length = 0;
+    const opts3 = { ...opts, ref: `${ref}-asked` };
+    const asked = await push(reg.url, token, src, opts3, { ...FAST, head: Promise.resolve(null) });
+    expect(asked.parent).toBeNull();
+    expect(await reg.repo.readRef(opts3.ref)).toBe(asked.commit);
+    expect(reg.requests.map((q) => `${q.method} ${q.path}`)).toEqual([
+      'POST /api/v1/packs',
+      `PUT /api/v1/refs/${opts3.ref}`,
+    ]);
     expect((await fsck(reg.repo)).problems ?? []).toEqual([]);
   });
 
@@ -503,6 +513,7 @@ describe('push', () => {
       minorGc?.();
       serverPeak = Math.max(serverPeak, process.memoryUsage().rss);
     }, 10);
+    reg.requests.length = 0;
     const child = spawn(
       process.execPath,
       [BIN, 'push', '--url', reg.url, '--ref', REF, '--token', token, src],
@@ -527,6 +538,14 @@ describe('push', () => {
     clearInterval(sample);
     clearInterval(poll);
     expect(code, stderr).toBe(0);
+    // The CLI asks for the ref's head before it loads the importer, and push() takes that answer:
+    // the ref is asked once.
+    expect(reg.requests.map((q) => `${q.method} ${q.path}`)).toEqual([
+      `GET /api/v1/refs/${REF}`,
+      'POST /api/v1/objects/missing',
+      'POST /api/v1/packs',
+      `PUT /api/v1/refs/${REF}`,
+    ]);
     expect(await reg.repo.objects.has(checksum, 'file')).toBe(true);
     // Neither side holds the file: 40 MiB of incompressible data would show at least once in each.
     expect((serverPeak - before) / 2 ** 20).toBeLessThan(34);

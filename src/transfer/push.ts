@@ -74,6 +74,11 @@ export interface PushOptions extends Omit<ClientOptions, 'token'> {
   stream?: boolean;
   /** Rebuilds on a moved head before giving up (default 3). */
   maxRebases?: number;
+  /**
+   * The ref's head on the server, asked for already (RegistryClient.getRef of the same ref): the
+   * CLI asks before it loads the importer, so the answer is in before the first file is hashed.
+   */
+  head?: Promise<Checksum | null>;
   progress?: Progress;
   onNote?: (line: string) => void;
 }
@@ -172,7 +177,7 @@ export async function push(
   // it (a first request costs ~9 ms, node:http loading included). A server that cannot answer
   // still stops the push early: the hashing is aborted with its error.
   const hashing = new AbortController();
-  const parentAsked = client.getRef(ref);
+  const parentAsked = opts.head ?? client.getRef(ref);
   parentAsked.catch((e: unknown) => hashing.abort(e));
   // A new ref: its pack is sent while the tree is hashed (live-pack.ts).
   let live: LivePack | undefined;
