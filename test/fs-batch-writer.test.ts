@@ -4,8 +4,9 @@
  * one buffer again and again), so each blob's bytes must be taken when write() is called.
  */
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { describe, expect, it } from 'vitest';
 import { FsBatchWriter } from '../src/store/fs-batch-writer.js';
 import { FsBlobStore } from '../src/store/fs-blob-store.js';
@@ -38,5 +39,44 @@ describe('FsBatchWriter', () => {
     await writer.flush();
     expect(await again).toBe(false);
     expect(readFileSync(join(root, [...expected.keys()][3]!)).equals([...expected.values()][3]!)).toBe(true);
+  });
+
+  it.each([
+    ['renameat2(RENAME_NOREPLACE) (native/files)', undefined],
+    ['link and unlink (SYSROOT_NATIVE_FILES=0)', '0'],
+  ])('the write worker puts each blob in place once, by %s, and leaves no temp file', async (_, setting) => {
+    const root = tempDir('sysroot-worker-');
+    const tmpDir = join(root, 'tmp');
+    mkdirSync(tmpDir, { recursive: true });
+    const env = { ...process.env };
+    if (setting === undefined) delete env.SYSROOT_NATIVE_FILES;
+    else env.SYSROOT_NATIVE_FILES = setting;
+    const w = new Worker(new URL('../src/store/fs-write-worker.js', import.meta.url), { env });
+    const send = (keys: string[], blobs: Buffer[]) =>
+      new Promise<unknown[]>((resolve, reject) => {
+        const all = Buffer.concat(blobs);
+        const buf = all.buffer.slice(all.byteOffset, all.byteOffset + all.length);
+        let at = 0;
+        const ends = blobs.map((b) => (at += b.length));
+        w.once('message', (m: { results: unknown[] }) => resolve(m.results));
+        w.once('error', reject);
+        w.postMessage({ id: 1, root, tmpDir, keys, ends, buf }, [buf]);
+      });
+    try {
+      const blobs = [randomBytes(10), randomBytes(5000), Buffer.alloc(0)];
+      const keys = ['objects/aa/one.file', 'objects/bb/two.file', 'objects/aa/three.file'];
+      expect(await send(keys, blobs)).toEqual([true, true, true]);
+      // Again, with other bytes: each exists, nothing is replaced.
+      expect(await send(keys, [Buffer.from('x'), Buffer.from('y'), Buffer.from('z')])).toEqual([
+        false,
+        false,
+        false,
+      ]);
+      for (const [i, k] of keys.entries())
+        expect(readFileSync(join(root, k)).equals(blobs[i]!), k).toBe(true);
+      expect(readdirSync(tmpDir)).toEqual([]);
+    } finally {
+      await w.terminate();
+    }
   });
 });

@@ -35,8 +35,15 @@
  *     directory itself). Synchronous: the walk needs each directory before it goes on, and a
  *     round trip to libuv's pool per directory would cost more than the calls.
  *
+ *   renameNoReplace(from, to) -> number
+ *     renameat2(2) with RENAME_NOREPLACE: 0 once `from` is `to`, else the errno (positive): EEXIST
+ *     when `to` exists (nothing is replaced), EINVAL or ENOSYS where the filesystem or kernel lacks
+ *     it. One call where a write-once store made two: link(2) to the key, then unlink(2) of the
+ *     temp file (src/store/fs-write-worker.js). Synchronous, for that worker's loop.
+ *
  * No dependencies beyond libc and Node's headers; without this addon the checkout makes the same
- * calls itself, on its own thread, and the import walks with Node's fs and @napi-rs/xattr.
+ * calls itself, on its own thread, the import walks with Node's fs and @napi-rs/xattr, and the
+ * store links and unlinks.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -438,10 +445,28 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static napi_value rename_no_replace(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  char from[PATH_MAX], to[PATH_MAX];
+  size_t n;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 ||
+      napi_get_value_string_utf8(env, argv[0], from, sizeof from, &n) != napi_ok || n >= sizeof from - 1 ||
+      napi_get_value_string_utf8(env, argv[1], to, sizeof to, &n) != napi_ok || n >= sizeof to - 1) {
+    napi_throw_type_error(env, NULL, "renameNoReplace(from: string, to: string), each shorter than PATH_MAX");
+    return NULL;
+  }
+  int err = renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0 ? 0 : errno;
+  napi_value result;
+  napi_create_int32(env, err, &result);
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_enumerable, NULL},
       {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"renameNoReplace", NULL, rename_no_replace, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
