@@ -481,7 +481,7 @@ describe('pack round trip', () => {
   });
 
   it('native/zstd is built (a pull decodes a frame ahead on the pool; npm ci builds it)', () => {
-    expect(zstdAddonBuilt).toBe(true);
+    expect(zstdAddonBuilt()).toBe(true);
   });
 
   it.each([

@@ -37,7 +37,10 @@ export async function run(...args: unknown[]): Promise<number> {
   // workers start). Until the answer, the workers deflate on the guess of a new ref (push.ts), so an
   // answer that came after the first files were hashed made a push to an existing ref deflate
   // ~100-150 ms of files for nothing on each worker (a profile of push v2, 2026-12-07).
-  const early = new RegistryClient(url, { ...(flags.token ? { token: flags.token } : {}), onRetry });
+  const early = new RegistryClient(url, {
+    ...(flags.token !== undefined ? { token: flags.token } : {}),
+    onRetry,
+  });
   const head = early.hasToken ? early.getRef(flags.ref) : undefined;
   // push() reports the error of the request it is handed; a push that fails before that (a bad
   // option) must not leave it unhandled.

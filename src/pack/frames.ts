@@ -123,9 +123,8 @@ export function decodeFrames(
   frames: FrameInfo[],
   opts: { reuse?: boolean } = {},
 ): AsyncGenerator<Region> {
-  if (zstdAddon && opts.reuse && process.env.SYSROOT_NATIVE_ZSTD !== '0') {
-    return decodeFramesAhead(zstdAddon, source, frames);
-  }
+  const addon = opts.reuse && process.env.SYSROOT_NATIVE_ZSTD !== '0' ? zstdAddon() : null;
+  if (addon) return decodeFramesAhead(addon, source, frames);
   return decodeFramesHere(source, frames, opts);
 }
 
@@ -228,10 +227,20 @@ interface ZstdFailure {
   name: string;
 }
 
-const zstdAddon = loadAddon('zstd').addon as ZstdAddon | null;
+/**
+ * native/zstd, loaded on a pull's first decode: this module is imported by every pack writer (a
+ * push, the server) too, and loading the addon and libzstd took ~2.5 ms.
+ */
+let loaded: ZstdAddon | null | undefined;
+function zstdAddon(): ZstdAddon | null {
+  if (loaded === undefined) loaded = loadAddon('zstd').addon as ZstdAddon | null;
+  return loaded;
+}
 
-/** Whether native/zstd loaded (for the tests, which must run both decoders). */
-export const zstdAddonBuilt = zstdAddon !== null;
+/** Whether native/zstd loads (for the tests, which must run both decoders). */
+export function zstdAddonBuilt(): boolean {
+  return zstdAddon() !== null;
+}
 
 /** ZSTD_error_dstSize_tooSmall (zstd_errors.h): the frame holds more than its output buffer. */
 const DST_TOO_SMALL = 70;
@@ -335,8 +344,8 @@ async function* decodeFramesAhead(
           size = sizeAt(index);
         }
       } catch (e) {
+        // sizeAt or the read threw before `size` was set: it is still 0.
         failure = e;
-        size = 0;
       }
       // The frame before is decoded: its input buffer is free, and its region goes out below.
       const before = pending ? await finish(pending) : undefined;
