@@ -90,8 +90,9 @@ export function buildProgram(): Command {
     async (...args: unknown[]) => {
       setFlagsFromString(`--interrupt-budget=${SHORT_RUN_INTERRUPT_BUDGET}`);
       tuneMalloc(name === 'serve' ? 'server' : name === 'push' ? 'push' : 'command');
-      // A push hashes a tree on worker threads: started now, they come up while the command loads.
-      if (name === 'push') (await import('../src/import/pool.js')).prestartHashWorkers();
+      // A push without native/hashfiles hashes a tree on worker threads: started now, they come up
+      // while the command loads.
+      if (name === 'push') (await import('../src/import/native-pool.js')).prestartHashers();
       const mod = (await import(`./commands/${name}.js`)) as {
         run: (...a: unknown[]) => Promise<number | undefined>;
       };

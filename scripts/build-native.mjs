@@ -6,6 +6,9 @@
 //   native/files   a pull's files written on libuv's pool (src/checkout/file-batch.ts), and an
 //                  import's directory scan (src/import/scan-dir.ts); idem
 //   native/igzip   ISA-L's deflate (src/compress/deflate.js); needs ISA-L's headers too
+//   native/hashfiles  a push's files read, hashed (OpenSSL's SHA-256, from the node binary) and
+//                  deflated (ISA-L) on libuv's pool instead of worker threads
+//                  (src/import/native-pool.ts); needs ISA-L's headers too
 //   native/zstd    a pull's pack decoded a frame ahead on libuv's pool (src/pack/frames.ts); needs
 //                  libzstd's headers (Debian/Ubuntu: apt-get install libzstd-dev)
 //
@@ -70,6 +73,9 @@ if (process.env.SYSROOT_DEFLATE === 'zlib') {
 const r = build('igzip');
 if (r.status === 0) {
   say('built native/igzip (ISA-L deflate)');
+  const h = build('hashfiles');
+  if (h.status === 0) say("built native/hashfiles (a push hashes and deflates on libuv's pool)");
+  else say(`native/hashfiles failed to build (exit ${h.status}): a push hashes on worker threads (slower)`);
   process.exit(0);
 }
 const output = `${r.stdout ?? ''}${r.stderr ?? ''}`;

@@ -168,84 +168,95 @@ describe('push', () => {
     expect(report.problems ?? []).toEqual([]);
   });
 
-  it('pass 2 deflates what pass 1 hashed: big files alone, many batches, xattrs, modes, symlinks, hard links', async () => {
-    // The push keeps a small record per file between its passes and makes each .filez header again
-    // from the content header (push-source.ts); the server re-hashes every .filez it receives, and
-    // the commit must be the one a local `sysroot commit` makes of the same tree.
-    const src = tempDir('push-mixed-');
-    mkdirSync(join(src, 'bin'));
-    mkdirSync(join(src, 'lib'));
-    writeFileSync(join(src, 'lib/big-1.bin'), randomBytes(5 * 1024 * 1024)); // > BIG (4 MiB): spooled
-    writeFileSync(join(src, 'lib/big-2.bin'), randomBytes(4 * 1024 * 1024 + 1));
-    for (let i = 0; i < 150; i++) writeFileSync(join(src, `lib/f${i}.txt`), `file ${i}\n`.repeat(i + 1));
-    writeFileSync(join(src, 'bin/suid'), 'suid\n', { mode: 0o4755 });
-    writeFileSync(join(src, 'bin/ro'), 'read only\n', { mode: 0o444 });
-    writeFileSync(join(src, 'bin/xattr'), 'with an xattr\n');
-    setAttributeSync(join(src, 'bin/xattr'), 'user.note', Buffer.from('kept'));
-    // Xattrs on a file in a batch, on one sent alone (over BIG), and two on one file (sorted by name).
-    setAttributeSync(join(src, 'lib/big-1.bin'), 'user.big', Buffer.from('big'));
-    setAttributeSync(join(src, 'lib/f7.txt'), 'user.z', Buffer.from('last'));
-    setAttributeSync(join(src, 'lib/f7.txt'), 'user.a', Buffer.from('first'));
-    linkSync(join(src, 'bin/suid'), join(src, 'bin/suid-link'));
-    for (let i = 0; i < 70; i++) symlinkSync(`../lib/f${i}.txt`, join(src, `bin/l${i}`));
-    const ref = 'stage3-sysroot/mixed';
-    const opts = { ref, subject: 'mixed', timestamp: 1_704_067_200 };
-    const { local, commit: localCommit } = await commitLocally(src, opts);
-    // What the server lacks (an earlier test may have stored a dirmeta): what the push must send.
-    let lacking = 0;
-    for await (const o of commitClosure(local.objects, localCommit)) {
-      if (!(await reg.repo.objects.has(o.checksum, o.type))) lacking++;
-    }
-    local.close();
-    // 155 regular files (the hard link is the same object), 70 symlinks, 3 dirtrees, the commit,
-    // and the dirmetas the server lacks.
-    expect(lacking).toBeGreaterThanOrEqual(155 + 70 + 3 + 1);
+  it.each([
+    ['native/hashfiles', '', undefined],
+    ['worker threads (SYSROOT_NATIVE_HASH=0)', '-w', '0'],
+  ])(
+    'pass 2 deflates what pass 1 hashed: big files alone, many batches, xattrs, modes, symlinks, hard links; hashed by %s',
+    async (_how, tag, setting) => {
+      // The push keeps a small record per file between its passes and makes each .filez header again
+      // from the content header (push-source.ts); the server re-hashes every .filez it receives, and
+      // the commit must be the one a local `sysroot commit` makes of the same tree (hashed by worker
+      // threads writing into a repository, the path the native one replaces for a push).
+      // Each way gets a tree of its own (`tag` in every file and link), so each sends all of it.
+      vi.stubEnv('SYSROOT_NATIVE_HASH', setting ?? '');
+      const src = tempDir('push-mixed-');
+      mkdirSync(join(src, 'bin'));
+      mkdirSync(join(src, 'lib'));
+      writeFileSync(join(src, 'lib/big-1.bin'), randomBytes(5 * 1024 * 1024)); // > BIG (4 MiB): spooled
+      writeFileSync(join(src, 'lib/big-2.bin'), randomBytes(4 * 1024 * 1024 + 1));
+      for (let i = 0; i < 150; i++)
+        writeFileSync(join(src, `lib/f${i}.txt`), `file ${i}${tag}\n`.repeat(i + 1));
+      writeFileSync(join(src, 'bin/suid'), `suid${tag}\n`, { mode: 0o4755 });
+      writeFileSync(join(src, 'bin/ro'), `read only${tag}\n`, { mode: 0o444 });
+      writeFileSync(join(src, 'bin/xattr'), `with an xattr${tag}\n`);
+      setAttributeSync(join(src, 'bin/xattr'), 'user.note', Buffer.from('kept'));
+      // Xattrs on a file in a batch, on one sent alone (over BIG), and two on one file (sorted by name).
+      setAttributeSync(join(src, 'lib/big-1.bin'), 'user.big', Buffer.from('big'));
+      setAttributeSync(join(src, 'lib/f7.txt'), 'user.z', Buffer.from('last'));
+      setAttributeSync(join(src, 'lib/f7.txt'), 'user.a', Buffer.from('first'));
+      linkSync(join(src, 'bin/suid'), join(src, 'bin/suid-link'));
+      for (let i = 0; i < 70; i++) symlinkSync(`../lib/f${i}.txt${tag}`, join(src, `bin/l${i}`));
+      const ref = `stage3-sysroot/mixed${tag}`;
+      const opts = { ref, subject: 'mixed', timestamp: 1_704_067_200 };
+      const { local, commit: localCommit } = await commitLocally(src, opts);
+      // What the server lacks (an earlier test may have stored a dirmeta): what the push must send.
+      let lacking = 0;
+      for await (const o of commitClosure(local.objects, localCommit)) {
+        if (!(await reg.repo.objects.has(o.checksum, o.type))) lacking++;
+      }
+      local.close();
+      // 155 regular files (the hard link is the same object), 70 symlinks, 3 dirtrees, the commit,
+      // and the dirmetas the server lacks.
+      expect(lacking).toBeGreaterThanOrEqual(155 + 70 + 3 + 1);
 
-    // The two passes (what a ref with a head gets): asked first, only what is lacking is sent.
-    reg.requests.length = 0;
-    const r = await push(reg.url, token, src, opts, { ...FAST, stream: false });
-    expect(r.commit).toBe(localCommit);
-    expect(r.uploaded.objects).toBe(lacking);
-    expect(reg.requests.map((q) => `${q.method} ${q.path}`)).toEqual([
-      `GET /api/v1/refs/${ref}`,
-      'POST /api/v1/objects/missing',
-      'POST /api/v1/packs',
-      `PUT /api/v1/refs/${ref}`,
-    ]);
-    expect((await fsck(reg.repo)).problems ?? []).toEqual([]);
+      // The two passes (what a ref with a head gets): asked first, only what is lacking is sent.
+      reg.requests.length = 0;
+      const r = await push(reg.url, token, src, opts, { ...FAST, stream: false });
+      expect(r.commit).toBe(localCommit);
+      expect(r.uploaded.objects).toBe(lacking);
+      expect(reg.requests.map((q) => `${q.method} ${q.path}`)).toEqual([
+        `GET /api/v1/refs/${ref}`,
+        'POST /api/v1/objects/missing',
+        'POST /api/v1/packs',
+        `PUT /api/v1/refs/${ref}`,
+      ]);
+      expect((await fsck(reg.repo)).problems ?? []).toEqual([]);
 
-    // The same tree to a new ref, streamed while hashed (live-pack.ts): every object of the closure
-    // goes in the one pack (the files in batches as hashed, the ones over BIG after the walk), the
-    // server keeps what it had, and the commit is the same as a local one's.
-    reg.requests.length = 0;
-    const opts2 = { ...opts, ref: `${ref}-live` };
-    const { local: local2, commit: localCommit2 } = await commitLocally(src, opts2);
-    let closure = 0;
-    for await (const _ of commitClosure(local2.objects, localCommit2)) closure++;
-    local2.close();
-    const live = await push(reg.url, token, src, opts2, FAST);
-    expect(live.commit).toBe(localCommit2);
-    expect(reg.requests.map((q) => `${q.method} ${q.path}`)).toEqual([
-      `GET /api/v1/refs/${opts2.ref}`,
-      'POST /api/v1/packs',
-      `PUT /api/v1/refs/${opts2.ref}`,
-    ]);
-    expect(live.uploaded.objects).toBe(closure);
-    // All of it was there: same tree, and the same commit (same options, no ref binding, no parent).
-    expect(live.commit).toBe(r.commit);
-    expect(live.present).toBe(closure);
-    // A head asked for already (the CLI asks before it loads the importer) is not asked again.
-    reg.requests.length = 0;
-    const opts3 = { ...opts, ref: `${ref}-asked` };
-    const asked = await push(reg.url, token, src, opts3, { ...FAST, head: Promise.resolve(null) });
-    expect(asked.parent).toBeNull();
-    expect(await reg.repo.readRef(opts3.ref)).toBe(asked.commit);
-    expect(reg.requests.map((q) => `${q.method} ${q.path}`)).toEqual([
-      'POST /api/v1/packs',
-      `PUT /api/v1/refs/${opts3.ref}`,
-    ]);
-    expect((await fsck(reg.repo)).problems ?? []).toEqual([]);
-  });
+      // The same tree to a new ref, streamed while hashed (live-pack.ts): every object of the closure
+      // goes in the one pack (the files in batches as hashed, the ones over BIG after the walk), the
+      // server keeps what it had, and the commit is the same as a local one's.
+      reg.requests.length = 0;
+      const opts2 = { ...opts, ref: `${ref}-live` };
+      const { local: local2, commit: localCommit2 } = await commitLocally(src, opts2);
+      let closure = 0;
+      for await (const _ of commitClosure(local2.objects, localCommit2)) closure++;
+      local2.close();
+      const live = await push(reg.url, token, src, opts2, FAST);
+      expect(live.commit).toBe(localCommit2);
+      expect(reg.requests.map((q) => `${q.method} ${q.path}`)).toEqual([
+        `GET /api/v1/refs/${opts2.ref}`,
+        'POST /api/v1/packs',
+        `PUT /api/v1/refs/${opts2.ref}`,
+      ]);
+      expect(live.uploaded.objects).toBe(closure);
+      // All of it was there: same tree, and the same commit (same options, no ref binding, no parent).
+      expect(live.commit).toBe(r.commit);
+      expect(live.present).toBe(closure);
+      // A head asked for already (the CLI asks before it loads the importer) is not asked again.
+      reg.requests.length = 0;
+      const opts3 = { ...opts, ref: `${ref}-asked` };
+      const asked = await push(reg.url, token, src, opts3, { ...FAST, head: Promise.resolve(null) });
+      expect(asked.parent).toBeNull();
+      expect(await reg.repo.readRef(opts3.ref)).toBe(asked.commit);
+      expect(reg.requests.map((q) => `${q.method} ${q.path}`)).toEqual([
+        'POST /api/v1/packs',
+        `PUT /api/v1/refs/${opts3.ref}`,
+      ]);
+      expect((await fsck(reg.repo)).problems ?? []).toEqual([]);
+      vi.unstubAllEnvs();
+    },
+  );
 
   it('a dead server stops the push while it hashes: the connection error, no spool left behind', async () => {
     // The ref is asked for beside the hash pass (push.ts); its failure aborts the hashing.

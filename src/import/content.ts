@@ -20,6 +20,7 @@ import {
 import { FsBlobStore } from '../store/fs-blob-store.js';
 import type { ObjectStore } from '../store/object-store.js';
 import { HeaderCache } from './headers.js';
+import type { Hasher } from './native-pool.js';
 import { HashPool, type ItemResult, type WorkerItem } from './pool.js';
 import type { FileNode } from './tree.js';
 
@@ -60,7 +61,7 @@ const NO_HEADER = new Uint8Array(0);
  * compress the ones the server lacks later with a `compress` request to the same pool.
  */
 export interface HashOnly {
-  pool: HashPool;
+  pool: Hasher;
   /**
    * Every file once hashed (a content repeated in the tree comes once per path), in the order
    * batches finish. `filez` (valid until the returned promise settles: its memory is then reused)
@@ -102,7 +103,7 @@ export class ContentWriter {
 
   private constructor(
     private readonly objects: ObjectStore,
-    private readonly pool: HashPool,
+    private readonly pool: Hasher,
     private readonly direct: boolean,
     private readonly spoolDir: string | undefined,
     private readonly opts: ContentWriterOptions,

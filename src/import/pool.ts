@@ -33,14 +33,14 @@ export interface ItemResult {
   spool?: string;
 }
 
-interface JobError {
+export interface JobError {
   message: string;
   path?: string;
   errno?: string;
   changed?: boolean;
 }
 
-type Request =
+export type PoolRequest =
   | { type: 'batch' | 'compress'; items: WorkerItem[]; deflate?: boolean }
   | { type: 'stream'; prefix: Uint8Array; header: Uint8Array; size: number };
 
@@ -51,7 +51,7 @@ type Reply =
 
 interface Job {
   id: number;
-  request: Request;
+  request: PoolRequest;
   transfer: ArrayBuffer[];
   resolve: (r: ItemResult[]) => void;
   reject: (e: unknown) => void;
@@ -141,7 +141,7 @@ export class HashPool {
     return this.queue.length + this.slots.reduce((n, s) => n + s.inflight.size, 0);
   }
 
-  run(request: Request, transfer: ArrayBuffer[] = []): Promise<ItemResult[]> {
+  run(request: PoolRequest, transfer: ArrayBuffer[] = []): Promise<ItemResult[]> {
     return new Promise((resolve, reject) => {
       if (this.closed) {
         reject(new RegistryError('E_INTERNAL', 'import worker pool is closed'));
@@ -163,7 +163,7 @@ export class HashPool {
     const id = this.nextId++;
     let onAck: (bytes: number) => void = () => {};
     const done = new Promise<ItemResult[]>((resolve, reject) => {
-      const request: Request = { type: 'stream', prefix, header, size };
+      const request: PoolRequest = { type: 'stream', prefix, header, size };
       slot.inflight.set(id, { id, request, transfer: [], resolve, reject, onAck: (n) => onAck(n) });
     });
     slot.worker.postMessage({ type: 'stream', id, prefix, header, size });
@@ -280,7 +280,7 @@ export interface PoolStream {
   onAck(fn: (bytes: number) => void): void;
 }
 
-function workerError(e: JobError): RegistryError {
+export function workerError(e: JobError): RegistryError {
   const hint = e.changed
     ? 'import a tree that is not being modified (a snapshot or a stopped build)'
     : undefined;

@@ -23,7 +23,8 @@ import { errnoCode, RegistryError } from '../errors.js';
 import { BIG, CHUNK } from '../import/content.js';
 import { sizedHeader } from '../import/headers.js';
 import { importDirectory, importSource } from '../import/index.js';
-import { HashPool, type ItemResult, type WorkerItem } from '../import/pool.js';
+import { hashPool } from '../import/native-pool.js';
+import type { ItemResult, WorkerItem } from '../import/pool.js';
 import { deflateOf, type ImportOptions, type ImportResult } from '../import/tree.js';
 import { type Checksum, filezHeader, objectPath, parseContentHeader } from '../objects/index.js';
 import { FsBlobStore } from '../store/fs-blob-store.js';
@@ -101,7 +102,7 @@ async function directorySource(
   live: LiveFiles | undefined,
 ): Promise<PushSource> {
   // root: null makes the workers hash only; `compress` requests deflate, spooling files over BIG.
-  const pool = new HashPool({ root: null, tmpDir: spool, deflate: deflateOf(opts), big: BIG, chunk: CHUNK });
+  const pool = hashPool({ root: null, tmpDir: spool, deflate: deflateOf(opts), big: BIG, chunk: CHUNK });
   const objects = new ObjectStore(new MemoryBlobStore());
   /** What pass 2 needs to deflate each distinct file (the first path of a content). */
   const items = new Map<Checksum, PendingFile>();

@@ -11,6 +11,9 @@ const igzipAddon = fileURLToPath(new URL('../../native/igzip/build/Release/igzip
 const memoryAddon = fileURLToPath(new URL('../../native/memory/build/Release/memory.node', import.meta.url));
 const filesAddon = fileURLToPath(new URL('../../native/files/build/Release/files.node', import.meta.url));
 const zstdAddon = fileURLToPath(new URL('../../native/zstd/build/Release/zstd.node', import.meta.url));
+const hashfilesAddon = fileURLToPath(
+  new URL('../../native/hashfiles/build/Release/hashfiles.node', import.meta.url),
+);
 
 /**
  * vitest globalSetup: make sure the real `ostree` CLI is there before any test file loads.
@@ -50,14 +53,15 @@ export default async function setup(): Promise<() => void> {
 }
 
 /**
- * The native addons are built by `npm ci`: native/memory and native/files always, native/igzip and
- * native/zstd when ISA-L's and libzstd's headers are there. A checkout installed before them
+ * The native addons are built by `npm ci`: native/memory and native/files always, native/igzip,
+ * native/hashfiles and native/zstd when ISA-L's and libzstd's headers are there. A checkout installed before them
  * (install-test-deps.sh adds libisal-dev and libzstd-dev) gets them built here, so the tests run
- * what users get; test/deflate.test.ts, test/malloc-tuning.test.ts, test/file-batch.test.ts and
- * test/pack.test.ts fail, with the reason, if one still is not there.
+ * what users get; test/deflate.test.ts, test/malloc-tuning.test.ts, test/file-batch.test.ts,
+ * test/native-pool.test.ts and test/pack.test.ts fail, with the reason, if one still is not there.
  */
 function buildAddons(): void {
-  const igzipDone = existsSync(igzipAddon) || process.env.SYSROOT_DEFLATE === 'zlib';
+  const igzipDone =
+    (existsSync(igzipAddon) && existsSync(hashfilesAddon)) || process.env.SYSROOT_DEFLATE === 'zlib';
   if (igzipDone && existsSync(memoryAddon) && existsSync(filesAddon) && existsSync(zstdAddon)) return;
   if (process.getuid?.() === 0) {
     try {
