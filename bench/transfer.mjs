@@ -609,8 +609,8 @@ function notes(m) {
           `pack of ${p1.records} records (${mb(p1.bytes)} MB: the client deflating only what is missing ` +
           'while the server verifies and stores it), '
         : `then, a new ref, ${fmt(p1.uploadSecs)} s for one pack of ${p1.records} records ` +
-          `(${mb(p1.bytes)} MB) sent while the tree is hashed (the workers hash, deflate and hand each ` +
-          'file on as they read it, the server verifies and stores it as it comes; nothing asked first), ') +
+          `(${mb(p1.bytes)} MB) sent while the tree is hashed (two threads of libuv's pool read, hash, ` +
+          'deflate and hand on each batch of files, the server verifies and stores it as it comes; nothing asked first), ') +
       `and ${fmt(p1.refSecs)} s in the ref move (timed by the server). ` +
       `The server used ${fmt(p1.serverCpu)} s of CPU and the client ${fmt(p1.cpu)} s: ` +
       `${busy(p1, p1.serverCpu)} of ${cores} cores over the whole push. \`ostree commit\` uses ` +
