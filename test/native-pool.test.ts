@@ -2,8 +2,17 @@
  * native/hashfiles (src/import/native-pool.ts) against the worker threads it replaces for a push
  * (hash-worker.js through HashPool): the same checksums, the same .filez bytes, the same errors.
  */
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  rmSync,
+  symlinkSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { inflateRawSync } from 'node:zlib';
@@ -21,6 +30,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const BIG = 64 * 1024;
 const init: WorkerInit = { root: null, tmpDir: dir, deflate: deflateSettings(), big: BIG, chunk: 16 * 1024 };
 const fileMeta: FileMeta = { uid: 0, gid: 0, mode: 0o100644, symlinkTarget: '', xattrs: [] };
+const NO_HEADER = new Uint8Array(0);
 const linkMeta: FileMeta = { uid: 0, gid: 0, mode: 0o120777, symlinkTarget: 'target', xattrs: [] };
 
 /** Files of many sizes (empty, tiny, compressible, random, just under and over BIG) and a symlink. */
@@ -148,6 +158,34 @@ describe('native/hashfiles', () => {
     } finally {
       await native.close();
       await workers.close();
+    }
+  });
+
+  it('leaves a file of 2 GiB or more to the workers (sizes cross in an Int32Array)', async () => {
+    const path = join(dir, 'sparse-2g');
+    // Sparse: 2 GiB + 5 bytes of zeros that take no room on disk, hashed by one worker (~1.5 s).
+    const size = 2 ** 31 + 5;
+    closeSync(openSync(path, 'w'));
+    truncateSync(path, size);
+    const item: WorkerItem = {
+      kind: 'path',
+      path,
+      size,
+      prefix: contentHashPrefix(fileMeta),
+      header: NO_HEADER,
+    };
+    const native = new NativeHashPool(init);
+    try {
+      const [r] = await native.run({ type: 'batch', items: [item] });
+      const zeros = Buffer.alloc(1024 * 1024);
+      const h = createHash('sha256').update(item.prefix);
+      for (let left = size; left > 0; left -= Math.min(left, zeros.length))
+        h.update(zeros.subarray(0, Math.min(left, zeros.length)));
+      expect(r!.checksum).toBe(h.digest('hex'));
+      expect(native.pending).toBe(0);
+    } finally {
+      await native.close();
+      rmSync(path);
     }
   });
 

@@ -10,7 +10,7 @@
  *
  * Same requests and answers as HashPool, for what a push asks of a pool made with `root: null`:
  *
- *   batch     path items (any size) and symlinks: hashed; with `deflate`, each file up to
+ *   batch     path items (under 2 GiB) and symlinks: hashed; with `deflate`, each file up to
  *             `init.big` comes back with its .filez, as the workers do
  *   compress  path items up to `init.big` and symlinks: read again, checked against their checksum,
  *             deflated
@@ -92,6 +92,8 @@ export function prestartHashers(): void {
   if (!nativeHashing({ root: null, deflate: deflateSettings() })) prestartHashWorkers();
 }
 
+/** Sizes travel in an Int32Array: a file of 2 GiB or more is hashed by the workers. */
+const MAX_SIZE = 2 ** 31 - 1;
 /** An arena holds at least this much: a batch is cut at 4 MiB of files, deflated about half that. */
 const MIN_ARENA = 5 * 1024 * 1024;
 const EMPTY = Buffer.alloc(0);
@@ -164,7 +166,7 @@ export class NativeHashPool implements Hasher {
   /** Whether the addon does all of `request` (see the top of this file). */
   private native(request: PoolRequest): request is PoolRequest & { type: 'batch' | 'compress' } {
     if (request.type === 'batch')
-      return request.items.every((i) => i.kind === 'symlink' || i.kind === 'path');
+      return request.items.every((i) => i.kind === 'symlink' || (i.kind === 'path' && i.size <= MAX_SIZE));
     if (request.type === 'compress')
       return request.items.every(
         (i) => i.kind === 'symlink' || (i.kind === 'path' && i.size <= this.init.big),
