@@ -21,7 +21,8 @@
  *       arena    Buffer the .filez are written into, back to back (header, then the deflate stream)
  *       level    ISA-L level 0-3, or -1 to hash only
  *   Resolves with nothing, or rejects with { index, errno, reason }: reason is the syscall that
- *   failed, "changed" (size, type or checksum not what the caller said), "arena" or "deflate".
+ *   failed, "changed" (size, type or checksum not what the caller said), "arena", "deflate",
+ *   "sha256" or "malloc" (the last four are the caller's or the library's fault: E_INTERNAL).
  *   The first failure stops the batch. The caller owns every buffer until the promise settles.
  *
  * SHA-256 is OpenSSL's, from the node binary, which exports it for addons (the headers come with
