@@ -42,6 +42,26 @@ function readVersion(): string {
  */
 const SHORT_RUN_INTERRUPT_BUDGET = 8 * 67_584;
 
+/**
+ * And a client command turns TurboFan on only after its first second. With 8x the budget, a cold
+ * pull of a sysroot still had 32 functions optimised, ~200 ms of compiling on V8's background
+ * threads (`--trace-opt`; the pack reader twice, 32 ms each, as content records followed the trees
+ * it was first optimised on), on the 2 cores that decode, verify and write the pack; and the code
+ * was ready only for the pull's last half. Off for the first 1,000 ms (2026-12-07, medians of 6-8
+ * alternating runs): cold pull of v1 0.97 → 0.94 s and 1.275 → 1.15 s of CPU, push v1 1.62 → 1.54 s
+ * and 1.425 → 1.33 s of CPU, pull of v2 with v1 cached 0.85 → 0.825 s, push v2 the same
+ * (0.785 → 0.775 s). A long run still gets its hot loops optimised, a second late: the 1 GiB tree's
+ * pull 6.29 → 5.81 s and push 10.9 → 10.1 s (3 runs each, within the noise). `--max-opt=2` for
+ * the whole run, measured on 2026-11-25, made that pull ~15% slower. The flag is V8's, read each
+ * time it decides to optimise, so it can be turned on again at run time.
+ */
+const TURBOFAN_AFTER_MS = 1000;
+
+function deferTurbofan(): void {
+  setFlagsFromString('--no-turbofan');
+  setTimeout(() => setFlagsFromString('--turbofan'), TURBOFAN_AFTER_MS).unref();
+}
+
 function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
@@ -89,6 +109,7 @@ export function buildProgram(): Command {
     (name: string) =>
     async (...args: unknown[]) => {
       setFlagsFromString(`--interrupt-budget=${SHORT_RUN_INTERRUPT_BUDGET}`);
+      if (name !== 'serve') deferTurbofan();
       tuneMalloc(name === 'serve' ? 'server' : name === 'push' ? 'push' : 'command');
       // A push without native/hashfiles hashes a tree on worker threads: started now, they come up
       // while the command loads.
