@@ -236,10 +236,12 @@ export class NativeHashPool implements Hasher {
     for (let i = 0; i < n; i++) {
       const length = spans[2 * i + 1]!;
       const filez = length >= 0 ? arena.subarray(spans[2 * i]!, spans[2 * i]! + length) : undefined;
-      if (compress) results.push({ filez });
-      else if (filez)
-        results.push({ checksum: sums.toString('hex', 32 * i, 32 * i + 32), status: 'hashed', filez });
-      else results.push({ checksum: sums.toString('hex', 32 * i, 32 * i + 32), status: 'hashed' });
+      if (compress) {
+        results.push({ filez });
+        continue;
+      }
+      const checksum = sums.toString('hex', 32 * i, 32 * i + 32);
+      results.push(filez ? { checksum, status: 'hashed', filez } : { checksum, status: 'hashed' });
     }
     if (arena !== EMPTY) this.lent.set(arena.buffer as ArrayBuffer, arena);
     return results;
