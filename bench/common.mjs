@@ -21,6 +21,27 @@ export function track(child) {
   return child;
 }
 
+/**
+ * Settings of the caller's environment that change how a timed tool runs, not what it does; every
+ * timed command runs without them, ours and the peers alike, so that figures do not depend on the
+ * shell the benchmark was started from. NODE_EXTRA_CA_CERTS is the one seen: the machines we
+ * measure on set it to the system's whole CA bundle, and Node 20 parses that before it runs a line
+ * of JavaScript, in every process: `node -e 0` took 90-120 ms with it and 30-40 ms without
+ * (2026-12-07). Our commands never need it for an http:// registry. NODE_OPTIONS, GLIBC_TUNABLES
+ * and MALLOC_*_ would change V8's and malloc's settings (src/malloc-tuning.ts leaves the user's).
+ */
+const UNSET = /^(SYSROOT_|NODE_OPTIONS$|NODE_EXTRA_CA_CERTS$|GLIBC_TUNABLES$|MALLOC_)/;
+
+/** UNSET in words, for the benchmark's environment lines. */
+export const UNSET_NAMES = 'NODE_OPTIONS, NODE_EXTRA_CA_CERTS, GLIBC_TUNABLES, MALLOC_*_ and SYSROOT_*';
+
+/** The caller's environment without UNSET's variables, plus `extra`. */
+export function benchEnv(extra = {}) {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) if (!UNSET.test(k)) env[k] = v;
+  return { ...env, ...extra };
+}
+
 const TIME_FORMAT = ['-f', '%e %M %U %S'];
 
 /** GNU time's last stderr line -> wall seconds, peak RSS in MB, CPU seconds (user + system). */
@@ -40,6 +61,7 @@ export function timed(cmd, cmdArgs, opts = {}) {
   const r = spawnSync('/usr/bin/time', [...TIME_FORMAT, cmd, ...cmdArgs], {
     encoding: 'utf8',
     maxBuffer: 1 << 26,
+    env: benchEnv(),
     ...opts,
   });
   return parseTime(cmd, cmdArgs, r.status, r.stdout, r.stderr, startedMs, Date.now());
@@ -51,6 +73,7 @@ export function timedAsync(cmd, cmdArgs, opts = {}) {
     const startedMs = Date.now();
     const child = track(
       spawn('/usr/bin/time', [...TIME_FORMAT, cmd, ...cmdArgs], {
+        env: benchEnv(),
         ...opts,
         stdio: ['ignore', 'pipe', 'pipe'],
       }),
@@ -189,9 +212,7 @@ export function procCpu(pid) {
   return (Number(f[11]) + Number(f[12])) / CLK_TCK;
 }
 
-/** Environment for sysroot commands: none of the caller's SYSROOT_* settings, plus `extra`. */
+/** Environment for sysroot commands: benchEnv (none of the caller's SYSROOT_* settings among others), plus `extra`. */
 export function sysrootEnv(extra) {
-  const env = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('SYSROOT_')) env[k] = v;
-  return { ...env, ...extra };
+  return benchEnv(extra);
 }

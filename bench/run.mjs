@@ -33,6 +33,7 @@ import {
   ostreeVersion,
   sysrootTrees,
   timed,
+  UNSET_NAMES,
   writeDocSection,
 } from './common.mjs';
 import { runS3 } from './s3.mjs';
@@ -154,6 +155,7 @@ function core() {
     `- runs: ${RUNS}, alternating order, medians; writes on ` +
       `${isRoot() ? 'a fresh ext4 loop filesystem' : 'a temp directory'}`,
     `- machine: ${cpus().length} cores, Node ${process.version}, ostree ${ostreeVersion()}`,
+    `- environment: both tools run without the caller's ${UNSET_NAMES} (bench/common.mjs benchEnv says why)`,
     `- date: ${new Date().toISOString()}; command: \`npm run bench\``,
   ].join('\n');
   process.stdout.write(`${table}\n\n${env}\n`);

@@ -45,6 +45,7 @@ import {
   sysrootEnv,
   sysrootTrees,
   timedAsync,
+  UNSET_NAMES,
   version,
 } from './common.mjs';
 import { startNginx } from './nginx.mjs';
@@ -699,6 +700,8 @@ export async function runTransfer({ dir, runs }) {
     `- machine: ${cpus().length} cores, Node ${process.version}, ostree ${ostreeVersion()}, ` +
       `${nginxVersion}, zstd ${zstdVersion}; 1-minute load average ${fmt(loadBefore)} before the runs, ` +
       `${fmt(loadavg()[0])} after`,
+    `- environment: every timed command, ours and the peers', runs without the caller's ${UNSET_NAMES} ` +
+      '(bench/common.mjs benchEnv says why)',
     `- date: ${new Date().toISOString()}; command: \`npm run bench\` (this half alone: ` +
       '`node bench/run.mjs --only transfer`)',
   ].join('\n');
