@@ -42,7 +42,7 @@ describe('FsBatchWriter', () => {
   });
 
   it.each([
-    ['renameat2(RENAME_NOREPLACE) (native/files)', undefined],
+    ['native/files writeOnce (the loop in C, renameat2 RENAME_NOREPLACE)', undefined],
     ['link and unlink (SYSROOT_NATIVE_FILES=0)', '0'],
   ])('the write worker puts each blob in place once, by %s, and leaves no temp file', async (_, setting) => {
     const root = tempDir('sysroot-worker-');
@@ -74,6 +74,17 @@ describe('FsBatchWriter', () => {
       ]);
       for (const [i, k] of keys.entries())
         expect(readFileSync(join(root, k)).equals(blobs[i]!), k).toBe(true);
+      // A key under a file cannot be stored: that blob fails with the errno, the others go on.
+      const mixed = await send(
+        ['objects/aa/one.file/under', 'objects/cc/four.file'],
+        [Buffer.from('a'), Buffer.from('b')],
+      );
+      // (ENOTDIR from the rename in C; EEXIST from Node's recursive mkdir of the file's path.)
+      const failed = mixed[0] as { code: string; message: string };
+      expect(failed.code).toMatch(/^(ENOTDIR|EEXIST)$/);
+      expect(failed.message).toContain(failed.code);
+      expect(mixed[1]).toBe(true);
+      expect(readFileSync(join(root, 'objects/cc/four.file'), 'utf8')).toBe('b');
       expect(readdirSync(tmpDir)).toEqual([]);
     } finally {
       await w.terminate();
