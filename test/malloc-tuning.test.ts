@@ -70,4 +70,24 @@ describe('tuneMalloc', () => {
     if (mode === 'never') expect(out.hugeKb).toBe(0);
     else expect(out.hugeKb, `transparent_hugepage is [${mode}]`).toBeGreaterThanOrEqual(2048);
   });
+
+  it('with populate (the server), faults the advised part in at once', () => {
+    const script = `
+      const m = require(${JSON.stringify(addon)});
+      const MiB = 1024 * 1024;
+      const rss = () => Number(/^Rss:\\s+(\\d+) kB/m.exec(require('fs').readFileSync('/proc/self/smaps_rollup', 'utf8'))[1]) * 1024;
+      if (!m.tune(32 * MiB, 256 * MiB)) throw new Error('tune refused');
+      const before = rss();
+      const advised = m.hugeHeap(64 * MiB, 32 * MiB, true);
+      console.log(JSON.stringify({ advised, grew: rss() - before }));
+    `;
+    const out = JSON.parse(execFileSync(process.execPath, ['-e', script], { encoding: 'utf8' })) as {
+      advised: number;
+      grew: number;
+    };
+    expect(out.advised).toBeGreaterThanOrEqual(60 * 1024 * 1024);
+    // MADV_POPULATE_WRITE is Linux 5.14+ (Debian 12's kernel is 6.1): the advised part is resident
+    // before anything is allocated in it.
+    expect(out.grew).toBeGreaterThanOrEqual(out.advised);
+  });
 });

@@ -6,11 +6,14 @@
  *       mallopt(M_MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD), both in bytes; true if both were
  *       taken, false if refused or if this is not glibc (musl has no mallopt: nothing to tune).
  *
- *   hugeHeap(bytes, mmapThreshold) -> number
+ *   hugeHeap(bytes, mmapThreshold, populate = false) -> number
  *       Grows malloc's main heap by about `bytes` now, leaves it free, and asks for transparent
  *       huge pages there (madvise MADV_HUGEPAGE): the bytes of the heap so advised (0: nothing
  *       done). Call it after tune(), with tune's mmapThreshold, which it sets again at the end.
- *       Once per process; later calls return 0.
+ *       Once per process; later calls return 0. With `populate`, the advised part is also faulted
+ *       in at once (madvise MADV_POPULATE_WRITE, Linux 5.14+; on an older kernel it is left to be
+ *       faulted in as it is used): the kernel zeroes those pages now, not under the first
+ *       allocations that land there. For `sysroot serve`, which does it before it listens.
  *
  *         heap start           brk before        brk after (the next allocations land here)
  *         |   in use, 4 KiB pages  |  free, 2 MiB-aligned part advised  |
@@ -54,10 +57,12 @@ static napi_value tune(napi_env env, napi_callback_info info) {
 
 static napi_value huge_heap(napi_env env, napi_callback_info info) {
   static bool done = false;
-  size_t argc = 2;
-  napi_value argv[2];
+  size_t argc = 3;
+  napi_value argv[3];
   int64_t bytes = 0, mmap_threshold = 0, advised = 0;
-  if (!done && napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc == 2 &&
+  bool populate = false;
+  if (!done && napi_get_cb_info(env, info, &argc, argv, NULL, NULL) == napi_ok && argc >= 2 &&
+      (argc < 3 || napi_get_value_bool(env, argv[2], &populate) == napi_ok) &&
       napi_get_value_int64(env, argv[0], &bytes) == napi_ok &&
       napi_get_value_int64(env, argv[1], &mmap_threshold) == napi_ok && bytes > 0 &&
       bytes <= INT32_MAX && mmap_threshold > 0 && mmap_threshold <= INT32_MAX) {
@@ -79,8 +84,13 @@ static napi_value huge_heap(napi_env env, napi_callback_info info) {
       char *after = sbrk(0);
       uintptr_t from = ((uintptr_t)before + huge - 1) & ~(huge - 1);
       uintptr_t to = (uintptr_t)after & ~(huge - 1);
-      if (after != (char *)-1 && to > from && madvise((void *)from, to - from, MADV_HUGEPAGE) == 0)
+      if (after != (char *)-1 && to > from && madvise((void *)from, to - from, MADV_HUGEPAGE) == 0) {
         advised = (int64_t)(to - from);
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23 /* Linux 5.14; glibc 2.36 headers lack it */
+#endif
+        if (populate) madvise((void *)from, to - from, MADV_POPULATE_WRITE);
+      }
     }
     mallopt(M_MMAP_THRESHOLD, (int)mmap_threshold);
 #endif
