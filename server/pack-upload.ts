@@ -168,7 +168,8 @@ export async function receivePack(
           // The batch writer copies a .filez at once; a metadata object is used after this turn.
           if (r.kind !== KIND.filez) r.chunks = [keep(r)];
           track(storeBatched(repo, batch, r));
-          await batch.ready();
+          // Awaited only when it waits: ~6,100 records a push, each an async call and a turn otherwise.
+          if (batch.full) await batch.ready();
           if (writeFailure) throw writeFailure.error;
         } else {
           if (!r.tmp) r.chunks = [keep(r)];

@@ -360,7 +360,7 @@ class RecordReader {
       const filez = await this.need(this.length);
       const h = inPack(() => parseFilezHeader(filez, this.id));
       if (h && h.size <= FILEZ_WHOLE_INFLATED) {
-        const { meta, size } = inPack(() => checkFilez(this.checksum, filez));
+        const { meta, size } = inPack(() => checkFilez(this.checksum, filez, h));
         yield this.record({ meta, size });
         yield* this.data(filez);
         yield { type: 'verified' };

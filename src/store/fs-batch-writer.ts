@@ -153,6 +153,11 @@ export class FsBatchWriter {
     return done;
   }
 
+  /** Whether ready() would wait: MAX_INFLIGHT batches are with the worker. */
+  get full(): boolean {
+    return this.inflight >= MAX_INFLIGHT;
+  }
+
   /** Resolves when fewer than MAX_INFLIGHT batches are waiting for the worker. */
   async ready(): Promise<void> {
     while (this.inflight >= MAX_INFLIGHT) await new Promise<void>((r) => this.waiters.push(r));

@@ -64,10 +64,15 @@ const CHECK_SCRATCH_MAX = 16 * 1024 * 1024;
 
 /**
  * verifyFilez for a caller that only needs the verdict (a pack's records, stored as they are):
- * the payload is inflated into a scratch buffer, not kept.
+ * the payload is inflated into a scratch buffer, not kept. `header`: parseFilezHeader's answer for
+ * these bytes, when the caller has it already (the pack reader parses it to size the record).
  */
-export function checkFilez(checksum: Checksum, filez: Buffer): { meta: FileMeta; size: number } {
-  const { meta, size } = verify(checksum, filez, true);
+export function checkFilez(
+  checksum: Checksum,
+  filez: Buffer,
+  header?: FilezHeader,
+): { meta: FileMeta; size: number } {
+  const { meta, size } = verify(checksum, filez, true, header);
   return { meta, size };
 }
 
@@ -80,9 +85,9 @@ export function verifyFilez(checksum: Checksum, filez: Buffer): ContentObject {
 }
 
 /** verifyFilez; with `scratch` the payload is a view of a buffer the next call overwrites. */
-function verify(checksum: Checksum, filez: Buffer, scratch: boolean): ContentObject {
+function verify(checksum: Checksum, filez: Buffer, scratch: boolean, header?: FilezHeader): ContentObject {
   const id = objectId(checksum, 'file');
-  const h = parseFilezHeader(filez, id);
+  const h = header ?? parseFilezHeader(filez, id);
   if (!h) throw corrupt(checksum, 'file', 'truncated header', 'truncated .filez header');
   let payload: Buffer;
   if (isSymlink(h.meta)) {
