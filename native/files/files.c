@@ -37,7 +37,8 @@
  *
  *   writeOnce(root, tmpPrefix, keys, ends, bytes, results) -> undefined
  *     A batch of write-once blobs for the store's write worker (src/store/fs-write-worker.js),
- *     the same steps as its JavaScript loop without a JavaScript call per system call: blob i is
+ *     its JavaScript loop's steps without a JavaScript call per system call, and one system call (the
+ *     rename) where that loop makes two (link, unlink): blob i is
  *     bytes[ends[i-1] .. ends[i]) (Float64Array ends), stored at root/key i (keys: a Buffer of
  *     NUL-terminated keys). Each is written to tmpPrefix + a counter (open(O_CREAT | O_EXCL),
  *     write, close), then renameat2(RENAME_NOREPLACE) to its key; a missing parent directory is
@@ -46,12 +47,6 @@
  *     link(2) and unlink(2). results (Int32Array, 2 per blob) gets [1, 0] created, [0, 0] existed,
  *     or [errno (positive), the failing call: 1 open, 2 write, 3 close, 4 rename, 5 mkdir, 6 link].
  *     Synchronous, for that worker's thread. A push of v1 stores ~6,100 small .filez this way.
- *
- *   renameNoReplace(from, to) -> number
- *     renameat2(2) with RENAME_NOREPLACE: 0 once `from` is `to`, else the errno (positive): EEXIST
- *     when `to` exists (nothing is replaced), EINVAL or ENOSYS where the filesystem or kernel lacks
- *     it. One call where a write-once store made two: link(2) to the key, then unlink(2) of the
- *     temp file (src/store/fs-write-worker.js). Synchronous, for that worker's loop.
  *
  * No dependencies beyond libc and Node's headers; without this addon the checkout makes the same
  * calls itself, on its own thread, the import walks with Node's fs and @napi-rs/xattr, and the
@@ -457,23 +452,6 @@ static napi_value scan_dir(napi_env env, napi_callback_info info) {
   return result;
 }
 
-static napi_value rename_no_replace(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
-  napi_value argv[2];
-  char from[PATH_MAX], to[PATH_MAX];
-  size_t n;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 2 ||
-      napi_get_value_string_utf8(env, argv[0], from, sizeof from, &n) != napi_ok || n >= sizeof from - 1 ||
-      napi_get_value_string_utf8(env, argv[1], to, sizeof to, &n) != napi_ok || n >= sizeof to - 1) {
-    napi_throw_type_error(env, NULL, "renameNoReplace(from: string, to: string), each shorter than PATH_MAX");
-    return NULL;
-  }
-  int err = renameat2(AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0 ? 0 : errno;
-  napi_value result;
-  napi_create_int32(env, err, &result);
-  return result;
-}
-
 enum { CALL_OPEN = 1, CALL_WRITE, CALL_CLOSE, CALL_RENAME, CALL_MKDIR, CALL_LINK };
 
 /* mkdir(2) each missing directory above `path`'s last component (mode 0777 less the umask). */
@@ -594,7 +572,6 @@ NAPI_MODULE_INIT() {
   napi_property_descriptor props[] = {
       {"writeFiles", NULL, write_files, NULL, NULL, NULL, napi_enumerable, NULL},
       {"scanDir", NULL, scan_dir, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"renameNoReplace", NULL, rename_no_replace, NULL, NULL, NULL, napi_enumerable, NULL},
       {"writeOnce", NULL, write_once, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);

@@ -310,12 +310,8 @@ export class Repository {
     }
     this.stored.push({ checksum: o.checksum, type: o.type, size: o.size ?? null });
     this.recentObjects.set(`${o.checksum}.${o.type}`, o.size ?? null);
-    if (this.recentObjects.size > RECENT_OBJECTS) {
-      for (const k of this.recentObjects.keys()) {
-        this.recentObjects.delete(k);
-        break;
-      }
-    }
+    if (this.recentObjects.size > RECENT_OBJECTS)
+      this.recentObjects.delete(this.recentObjects.keys().next().value!);
     if (this.stored.length < STORED_BATCH) return;
     // Derived data: if the index cannot be opened or written (a full disk), the closure check asks
     // the store instead. Both failures are caught: this promise has no one waiting on it.

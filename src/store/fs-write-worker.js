@@ -5,16 +5,14 @@
  * src/import/hash-worker.js: vitest runs the TypeScript sources, and Node 20 cannot start a worker
  * from a .ts file.
  *
- * With native/files (the usual case) a whole batch is one call, writeOnce, which makes the steps
- * below in C. Without it, the same steps from JavaScript:
- *
- * Each blob: open(tmp, O_EXCL) + write + close, then renameat2(RENAME_NOREPLACE) to its key
- * (native/files; EEXIST: it exists, nothing is replaced, and tmp is unlinked). Without the addon, or
- * on a filesystem without RENAME_NOREPLACE (EINVAL), link(2) to the key and unlink(tmp):
- * FsBlobStore.createOnce's steps. Either way without a libuv round trip per call. The rename is one
- * system call where link and unlink were two: the worker's link and unlink took ~270 ms of a push of
- * v1 (6,124 objects) in a profile of `sysroot serve`. Push v1 into a fresh registry, 6 alternating
- * runs (2026-12-07, a slow hour): the server's CPU 1.975 → 1.795 s, the push 2.505 → 2.30 s.
+ * Each blob: open(tmp, O_EXCL) + write + close, then put in place at its key without replacing
+ * anything (EEXIST: it exists, and tmp is unlinked). With native/files (the usual case) a whole
+ * batch is one call, writeOnce, which does that in C with renameat2(RENAME_NOREPLACE): one system
+ * call where link and unlink were two (the worker's link and unlink took ~270 ms of a push of v1,
+ * 6,124 objects, in a profile of `sysroot serve`; push v1 into a fresh registry, 6 alternating runs,
+ * 2026-12-07: the server's CPU 1.975 → 1.795 s, the push 2.505 → 2.30 s). Without the addon, or
+ * with SYSROOT_NATIVE_FILES=0, the loop below makes FsBlobStore.createOnce's steps from
+ * JavaScript: link(2) to the key and unlink(tmp). Either way without a libuv round trip per call.
  *
  * Request {id, root, tmpDir, keys, ends, buf}: blob i is buf[ends[i-1] .. ends[i]).
  * Answer {id, results, buf}: per blob true (created), false (existed) or {message, code}; buf is
@@ -26,7 +24,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, linkSync, mkdirSync, openSync, statSync, unlinkSync, writeSync } from 'node:fs';
-import { constants } from 'node:os';
 import { dirname, join } from 'node:path';
 import { getSystemErrorName } from 'node:util';
 import { parentPort, threadId } from 'node:worker_threads';
@@ -34,7 +31,6 @@ import { loadAddon } from '../native-addon.js';
 
 /**
  * @typedef {{
- *   renameNoReplace?: (from: string, to: string) => number,
  *   writeOnce?: (root: string, tmpPrefix: string, keys: Buffer, ends: Float64Array, bytes: Uint8Array, results: Int32Array) => void,
  * }} FilesAddon
  */
@@ -49,14 +45,7 @@ const filesAddon = /** @type {FilesAddon | null} */ (loadAddon('files').addon);
 const writeOnce = process.env.SYSROOT_NATIVE_FILES === '0' ? null : (filesAddon?.writeOnce ?? null);
 /** writeOnce's names for the call that failed. */
 const CALLS = ['', 'open', 'write', 'close', 'renameat2', 'mkdir', 'link'];
-/**
- * native/files' renameNoReplace, or null: not built (an addon built before it existed lacks it),
- * SYSROOT_NATIVE_FILES=0, or refused by the filesystem.
- * @type {((from: string, to: string) => number) | null}
- */
-let renameNoReplace = process.env.SYSROOT_NATIVE_FILES === '0' ? null : (filesAddon?.renameNoReplace ?? null);
 
-const { EEXIST, EINVAL, ENOSYS } = constants.errno;
 /** @param {number} err positive errno */
 const errnoName = (err) => getSystemErrorName(-err);
 
@@ -73,9 +62,9 @@ function writeAll(fd, data) {
 }
 
 /**
- * `tmp` in place at `dest` unless something is there already: 'renamed' (tmp is gone), 'linked'
- * (tmp is still there, to be unlinked) or 'existed' (idem).
- * @param {string} tmp @param {string} dest @returns {'renamed' | 'linked' | 'existed'}
+ * `tmp` linked at `dest` unless something is there already: true if linked, false if it existed.
+ * Either way tmp is still there, to be unlinked.
+ * @param {string} tmp @param {string} dest @returns {boolean}
  */
 function linkOnce(tmp, dest) {
   const dir = dirname(dest);
@@ -83,25 +72,11 @@ function linkOnce(tmp, dest) {
     mkdirSync(dir, { recursive: true });
     made.add(dir);
   }
-  if (renameNoReplace) {
-    const err = renameNoReplace(tmp, dest);
-    if (err === 0) return 'renamed';
-    if (err === EEXIST) return 'existed';
-    if (err !== EINVAL && err !== ENOSYS) {
-      throw Object.assign(new Error(`${errnoName(err)}: renameat2 failed, '${tmp}' -> '${dest}'`), {
-        code: errnoName(err),
-        errno: -err,
-        syscall: 'renameat2',
-      });
-    }
-    // A filesystem without RENAME_NOREPLACE: link and unlink from now on.
-    renameNoReplace = null;
-  }
   try {
     linkSync(tmp, dest);
-    return 'linked';
+    return true;
   } catch (e) {
-    if (/** @type {NodeJS.ErrnoException} */ (e).code === 'EEXIST') return 'existed';
+    if (/** @type {NodeJS.ErrnoException} */ (e).code === 'EEXIST') return false;
     throw e;
   }
 }
@@ -167,24 +142,20 @@ port.on(
       const end = /** @type {number} */ (m.ends[i]);
       const tmp = join(m.tmpDir, `tmp-${tag}-${++counter}`);
       let fd;
-      let placed;
       try {
         fd = openSync(tmp, 'wx', 0o666);
         writeAll(fd, bytes.subarray(start, end));
         closeSync(fd);
         fd = undefined;
-        placed = linkOnce(tmp, join(m.root, /** @type {string} */ (m.keys[i])));
-        results.push(placed !== 'existed');
+        results.push(linkOnce(tmp, join(m.root, /** @type {string} */ (m.keys[i]))));
       } catch (e) {
         const err = /** @type {NodeJS.ErrnoException} */ (e);
         results.push({ message: err.message, code: err.code });
       } finally {
         if (fd !== undefined) closeSync(fd);
-        if (placed !== 'renamed') {
-          try {
-            unlinkSync(tmp);
-          } catch {}
-        }
+        try {
+          unlinkSync(tmp);
+        } catch {}
       }
       start = end;
     }
