@@ -723,18 +723,30 @@ describe('random access', () => {
     }
   });
 
-  it('decompresses each frame once when records are read in pack order', async () => {
-    const p = await PackFile.open(file, summary.index);
-    // biome-ignore lint/suspicious/noExplicitAny: counting calls of a private method
-    const load = vi.spyOn(p as any, 'load');
-    try {
-      for (const o of objs) await p.read(o.checksum, o.kind);
-      expect(load).toHaveBeenCalledTimes(summary.index.frames.length);
-      expect(summary.index.frames.length).toBeGreaterThanOrEqual(5);
-    } finally {
-      await p.close();
-    }
-  });
+  it.each([
+    ['on the pool (native/zstd)', '1'],
+    ['on this thread', '0'],
+  ])(
+    'decompresses each frame once, %s, when records are read in pack order: the next frame before a read asks for it',
+    async (_, native) => {
+      vi.stubEnv('SYSROOT_NATIVE_ZSTD', native);
+      const p = await PackFile.open(file, summary.index);
+      // biome-ignore lint/suspicious/noExplicitAny: reading private state
+      const priv = p as any;
+      expect(priv.decoder.native).toBe(native === '1');
+      const load = vi.spyOn(priv, 'load');
+      try {
+        // The first record lies in frame 0; taking frame 0 loads frame 1 too.
+        await p.read(objs[0]!.checksum, objs[0]!.kind);
+        expect(load.mock.calls.map((c) => c[0])).toEqual([0, 1]);
+        for (const o of objs.slice(1)) await p.read(o.checksum, o.kind);
+        expect(load.mock.calls.map((c) => c[0])).toEqual(summary.index.frames.map((_, i) => i));
+        expect(summary.index.frames.length).toBeGreaterThanOrEqual(5);
+      } finally {
+        await p.close();
+      }
+    },
+  );
 
   it('recycle: frame buffers are decompressed into again, never under a read that holds them', async () => {
     // In pack order through stream(), copying each chunk as it comes (what a checkout does), and
@@ -788,20 +800,31 @@ describe('random access', () => {
     }
   });
 
-  it('detects a damaged frame on disk through its zstd checksum', async () => {
+  it.each([
+    ['on the pool (native/zstd)', '1'],
+    ['on this thread', '0'],
+  ])('detects a damaged frame on disk through its zstd checksum, decompressed %s', async (_, native) => {
+    vi.stubEnv('SYSROOT_NATIVE_ZSTD', native);
     const pack = readFileSync(file);
     const f = summary.index.frames[1]!;
     // Flip a byte in the middle of a block, away from the frame header.
     pack[f.compressedOffset + Math.floor(f.compressedSize / 2)]! ^= 0x40;
-    const bad = join(dir, 'damaged.pack');
+    const bad = join(dir, `damaged-${native}.pack`);
     writeFileSync(bad, pack);
     const p = await PackFile.open(bad, summary.index);
     try {
+      // A record in frame 0 reads right: frame 1, loaded ahead and damaged, fails only for a read of it.
+      const inFrame0 = summary.index.records[0]!;
+      expect(inFrame0.frame).toBe(0);
+      expect((await p.read(inFrame0.checksum, inFrame0.kind)).equals(objs[0]!.payload)).toBe(true);
       // The record that runs through frame 1 (the 3 MiB file starts in frame 0).
       const inFrame1 = summary.index.records.filter((r) => r.frame <= 1).at(-1)!;
       expect(inFrame1.length).toBeGreaterThan(MiB);
       const e = await failsWith(p.read(inFrame1.checksum, inFrame1.kind), 'E_BAD_PACK');
       expect(e.details.frame).toBe(1);
+      // Asked again, it fails again (a failed frame is not kept).
+      const again = await failsWith(p.read(inFrame1.checksum, inFrame1.kind), 'E_BAD_PACK');
+      expect(again.details.frame).toBe(1);
     } finally {
       await p.close();
     }

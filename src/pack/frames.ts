@@ -242,6 +242,45 @@ export function zstdAddonBuilt(): boolean {
   return zstdAddon() !== null;
 }
 
+/**
+ * Whole frames decoded one call each, for random access to a pack on disk (PackFile): on libuv's
+ * pool through native/zstd when it is built, several at once (an idle decoder each, made as
+ * needed), else on this thread through zstd-napi. SYSROOT_NATIVE_ZSTD=0 keeps them on this thread.
+ *
+ * Why: a pull of v2 with v1 cached decompressed ~110 frames of the cached pack on its main thread,
+ * ~220 ms of ~1 s (perf, 2026-12-08), the thread that also drives the checkout.
+ *
+ * decode() rejects with an Error whose message is zstd's error name; the caller says which frame.
+ */
+export class FrameDecoder {
+  private readonly addon = process.env.SYSROOT_NATIVE_ZSTD !== '0' ? zstdAddon() : null;
+  private readonly idle: object[] = [];
+  private dctx: InstanceType<typeof zstd.DCtx> | undefined;
+
+  /** True when frames decode on the pool (for the tests). */
+  get native(): boolean {
+    return this.addon !== null;
+  }
+
+  /** Decompress the one frame `src` holds into `dst`: the bytes produced. Keep both until it settles. */
+  async decode(src: Uint8Array, dst: Uint8Array): Promise<number> {
+    if (!this.addon) {
+      this.dctx ??= new zstd.DCtx();
+      return this.dctx.decompress(dst, src);
+    }
+    // A decoder decodes one frame at a time; a settled job leaves it ready for the next (zstd
+    // starts every ZSTD_decompressDCtx afresh, after an error too).
+    const decoder = this.idle.pop() ?? this.addon.createDecoder();
+    try {
+      return await this.addon.decodeFrame(decoder, src, dst);
+    } catch (e) {
+      throw new Error((e as ZstdFailure).name ?? String(e));
+    } finally {
+      this.idle.push(decoder);
+    }
+  }
+}
+
 /** ZSTD_error_dstSize_tooSmall (zstd_errors.h): the frame holds more than its output buffer. */
 const DST_TOO_SMALL = 70;
 
