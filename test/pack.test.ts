@@ -766,6 +766,19 @@ describe('random access', () => {
       const frames = buffers.size;
       expect(summary.index.frames.length).toBeGreaterThanOrEqual(5);
       expect(frames).toBeLessThanOrEqual(5);
+      // view() of a record that spans frames gathers it into one buffer, again and again.
+      const spanning = objs.filter((o) => {
+        const r = summary.index.records.find((x) => x.checksum === o.checksum && x.kind === o.kind)!;
+        return r.offset + RECORD_HEADER_SIZE + r.length > summary.index.frames[r.frame]!.rawSize;
+      });
+      expect(spanning.length).toBeGreaterThanOrEqual(2);
+      const gathered = new Set<ArrayBufferLike>();
+      for (const o of spanning) {
+        const v = await p.view(o.checksum, o.kind);
+        expect(v.equals(o.payload)).toBe(true);
+        gathered.add(v.buffer);
+      }
+      expect(gathered.size).toBe(1);
       const order = objs.map((_, i) => (i * 7919) % objs.length);
       await mapLimit(order, 32, async (i) => {
         const o = objs[i]!;
