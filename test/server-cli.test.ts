@@ -13,6 +13,7 @@ import { layerFromEnv, layerFromFile, parseListen, resolveConfig } from '../serv
 import { TokenStore } from '../src/auth/tokens.js';
 import { isRegistryError } from '../src/errors.js';
 import { tempDir, tempRepo } from './helpers/repo.js';
+import { startServe } from './helpers/serve-process.js';
 
 /** Capture what a command writes to stdout and stderr. */
 function capture(): { out: () => string; err: () => string } {
@@ -134,6 +135,17 @@ describe('sysroot serve', () => {
     expect(await done).toBe(0);
     expect(process.listeners('SIGTERM').filter((l) => !before.has(l))).toEqual([]);
     await expect(fetch(`${url}/repo/config`)).rejects.toThrow();
+  });
+
+  it('as a process on a directory repository: exits 0 on SIGTERM, its write worker holding nothing open', async () => {
+    // The store's write worker starts before the server listens; it used to keep the process alive
+    // after SIGTERM until it was killed (serve-process's stop() sends SIGKILL after 5 s: 'SIGKILL').
+    const repo = await tempRepo();
+    repo.close();
+    const server = await startServe(['--repo', repo.location]);
+    expect((await fetch(`${server.url}/repo/config`)).status).toBe(200);
+    expect(await server.stop()).toBe(0);
+    expect(server.stderr()).toMatch(/SIGTERM: closing/);
   });
 
   it('does not start on a directory that is not a repository', async () => {

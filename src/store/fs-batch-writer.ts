@@ -53,7 +53,6 @@ function worker(): NonNullable<typeof shared> {
   const w = new Worker(new URL('./fs-write-worker.js', import.meta.url));
   reapplyAfterWorkerStart(w);
   const s = { worker: w, next: 1, waiting: new Map<number, Waiting>() };
-  w.unref();
   w.on('message', (m: { id: number; results: Result[]; buf?: ArrayBuffer }) => {
     if (m.buf?.byteLength === BUFFER_SIZE && spare.length < MAX_INFLIGHT + 1) spare.push(m.buf);
     const done = s.waiting.get(m.id);
@@ -69,6 +68,10 @@ function worker(): NonNullable<typeof shared> {
   };
   w.on('error', fail);
   w.on('exit', (code) => fail(new Error(`exited with code ${code}`)));
+  // After the listeners: adding a 'message' listener refs the worker's port again. Unref'd before
+  // it, the worker `sysroot serve` starts before it listens kept the server alive after SIGTERM
+  // (until test helpers and the benchmark killed it, 5 and 15 s later).
+  w.unref();
   shared = s;
   return s;
 }
