@@ -123,7 +123,7 @@ export function decodeFrames(
   frames: FrameInfo[],
   opts: { reuse?: boolean } = {},
 ): AsyncGenerator<Region> {
-  const addon = opts.reuse && process.env.SYSROOT_NATIVE_ZSTD !== '0' ? zstdAddon() : null;
+  const addon = opts.reuse ? nativeZstd() : null;
   if (addon) return decodeFramesAhead(addon, source, frames);
   return decodeFramesHere(source, frames, opts);
 }
@@ -237,6 +237,11 @@ function zstdAddon(): ZstdAddon | null {
   return loaded;
 }
 
+/** native/zstd for decoding, unless SYSROOT_NATIVE_ZSTD=0 keeps frames on the JavaScript thread. */
+function nativeZstd(): ZstdAddon | null {
+  return process.env.SYSROOT_NATIVE_ZSTD !== '0' ? zstdAddon() : null;
+}
+
 /** Whether native/zstd loads (for the tests, which must run both decoders). */
 export function zstdAddonBuilt(): boolean {
   return zstdAddon() !== null;
@@ -253,7 +258,7 @@ export function zstdAddonBuilt(): boolean {
  * decode() rejects with an Error whose message is zstd's error name; the caller says which frame.
  */
 export class FrameDecoder {
-  private readonly addon = process.env.SYSROOT_NATIVE_ZSTD !== '0' ? zstdAddon() : null;
+  private readonly addon = nativeZstd();
   private readonly idle: object[] = [];
   private dctx: InstanceType<typeof zstd.DCtx> | undefined;
 
