@@ -28,7 +28,7 @@ import { type FileHandle, open, unlink } from 'node:fs/promises';
 import { Hono } from 'hono';
 import type { Principal } from '../src/auth/tokens.js';
 import { RegistryError } from '../src/errors.js';
-import { type Checksum, objectId, objectPath, sha256 } from '../src/objects/index.js';
+import { type Checksum, type DirTree, objectId, objectPath, sha256 } from '../src/objects/index.js';
 import { KIND, objectTypeOf, type RecordKind, readPack } from '../src/pack/index.js';
 import type { Repository } from '../src/repo/repository.js';
 import { FsBatchWriter } from '../src/store/fs-batch-writer.js';
@@ -89,6 +89,8 @@ interface Receiving {
   size: number;
   chunks: Buffer[];
   tmp?: { path: string; fh: FileHandle };
+  /** A dirtree's entries, as the reader decoded them (the closure check of the ref move uses them). */
+  tree?: DirTree;
 }
 
 /** Verify and store every record of a pack; see the top of this file. */
@@ -162,6 +164,7 @@ export async function receivePack(
       } else if (ev.type === 'verified') {
         const r = cur!;
         cur = undefined;
+        if (ev.tree) r.tree = ev.tree;
         if (r.kind === KIND.commit) commits.set(r.checksum, keep(r));
         else if (r.kind === KIND.commitmeta) detached.set(r.checksum, keep(r));
         else if (batch && !r.tmp) {
@@ -252,7 +255,7 @@ async function storeBatched(repo: Repository, batch: FsBatchWriter, r: Receiving
     }
   }
   if (type === 'file') repo.noteStored({ checksum: r.checksum, type, size: r.size });
-  else repo.noteStored({ checksum: r.checksum, type }, type === 'dirtree' ? bytes : undefined);
+  else repo.noteStored({ checksum: r.checksum, type }, r.tree);
   return created;
 }
 
@@ -263,7 +266,7 @@ async function store(repo: Repository, r: Receiving): Promise<boolean> {
     const bytes = bytesOf(r);
     const existed = await repo.objects.has(r.checksum, type);
     await repo.objects.putMetadata(type, bytes, r.checksum);
-    repo.noteStored({ checksum: r.checksum, type }, type === 'dirtree' ? bytes : undefined);
+    repo.noteStored({ checksum: r.checksum, type }, r.tree);
     return !existed;
   }
   const key = objectPath(r.checksum, 'file');

@@ -19,6 +19,7 @@ import { join } from 'node:path';
 import { RegistryError } from '../src/errors.js';
 import {
   type Checksum,
+  type DirTree,
   decodeCommit,
   decodeCommitMeta,
   decodeDirMeta,
@@ -69,11 +70,13 @@ export async function readCapped(source: AsyncIterable<Buffer>, limit: number, i
   return Buffer.concat(chunks);
 }
 
-function checkNormalForm(type: Exclude<ObjectType, 'file'>, bytes: Buffer, id: string): void {
+/** Decodes the object in normal form (throws if it is not); returns a dirtree's entries. */
+function checkNormalForm(type: Exclude<ObjectType, 'file'>, bytes: Buffer, id: string): DirTree | undefined {
   if (type === 'commit') decodeCommit(bytes, id);
-  else if (type === 'dirtree') decodeDirTree(bytes, id);
+  else if (type === 'dirtree') return decodeDirTree(bytes, id);
   else if (type === 'dirmeta') decodeDirMeta(bytes, id);
   else decodeCommitMeta(bytes, id);
+  return undefined;
 }
 
 async function receiveMetadata(
@@ -91,7 +94,7 @@ async function receiveMetadata(
     if (found !== checksum)
       throw corrupt(checksum, type, found, 'the uploaded bytes do not hash to the name');
   }
-  checkNormalForm(type, bytes, id);
+  const tree = checkNormalForm(type, bytes, id);
   if (type === 'commit') {
     // Signed here, on arrival, with the server's keys (Repository.storeCommit).
     const { created } = await repo.storeCommit(bytes);
@@ -113,7 +116,7 @@ async function receiveMetadata(
   }
   const existed = await repo.objects.has(checksum, type);
   await repo.objects.putMetadata(type, bytes, checksum);
-  repo.noteStored({ checksum, type }, type === 'dirtree' ? bytes : undefined);
+  repo.noteStored({ checksum, type }, tree);
   return !existed;
 }
 

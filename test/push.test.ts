@@ -1,6 +1,14 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { linkSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  linkSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -17,7 +25,7 @@ import { Variant } from '../src/gvariant/index.js';
 import { importSource } from '../src/import/index.js';
 import { contentHashPrefix, encodeCommit, type FileMeta, filezHeader, sha256 } from '../src/objects/index.js';
 import { KIND, PackWriter } from '../src/pack/index.js';
-import { commitClosure } from '../src/repo/closure.js';
+import { commitClosure, commitStats } from '../src/repo/closure.js';
 import { fsck } from '../src/repo/fsck.js';
 import { Repository } from '../src/repo/repository.js';
 import { RegistryClient } from '../src/transfer/client.js';
@@ -317,6 +325,37 @@ describe('push', () => {
       rootMeta: imported.rootMeta,
     });
     expect(r.commit).toBe(sha256(localCommit));
+  });
+
+  it('the ref move after a pack reads back none of the dirtrees it brought, and indexes the right figures', async () => {
+    // The pack reader's decoded dirtrees are kept (Repository.noteStored) for the closure check:
+    // the server reads none of them back. Every object of this tree is new to the server (its own
+    // directory mode, so its own dirmeta): nothing in the pack is read to compare with a stored copy.
+    const src = tempDir('push-figures-');
+    for (const [p, content] of Object.entries({ 'a/b/c/deep': 'deep\n', 'a/one': '1\n', 'd/two': '22\n' })) {
+      mkdirSync(join(src, p, '..'), { recursive: true });
+      writeFileSync(join(src, p), `${content}${randomBytes(8).toString('hex')}`);
+    }
+    for (const d of ['', 'a', 'a/b', 'a/b/c', 'd']) chmodSync(join(src, d), 0o711);
+    const touched: string[] = [];
+    const blobs = reg.repo.blobs as unknown as Record<string, (key: string, ...rest: unknown[]) => unknown>;
+    const saved = Object.fromEntries(['read', 'readStream', 'stat'].map((m) => [m, blobs[m]!]));
+    for (const m of Object.keys(saved)) {
+      const real = saved[m]!.bind(reg.repo.blobs);
+      blobs[m] = (key, ...rest) => {
+        if (/\.(dirtree|dirmeta|filez)$/.test(key)) touched.push(key);
+        return real(key, ...rest);
+      };
+    }
+    let r: Awaited<ReturnType<typeof push>>;
+    try {
+      r = await push(reg.url, token, src, { ref: 'stage3-sysroot/figures' }, FAST);
+    } finally {
+      Object.assign(blobs, saved);
+    }
+    expect(touched).toEqual([]);
+    const row = (await reg.repo.index()).getCommit(r.commit);
+    expect(row).toMatchObject(await commitStats(reg.repo.objects, r.commit));
   });
 
   it('pushing the same tree again makes a new commit and uploads only that commit', async () => {

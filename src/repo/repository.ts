@@ -18,6 +18,7 @@ import {
   assertChecksum,
   type Checksum,
   type Commit,
+  type DirTree,
   decodeCommit,
   decodeCommitMeta,
   decodeSummary,
@@ -118,11 +119,17 @@ const PUBLISH_ATTEMPTS = 200;
 const STORED_BATCH = 1000;
 
 /**
- * Uploaded dirtrees kept in memory for the closure check of the ref move that follows: a Debian
- * sysroot's ~680 dirtrees are ~0.5 MB, and reading them back costs ~680 GETs on S3 (~1 s at 32 at
- * once). 32 MiB holds the trees of dozens of pushes; the oldest go first.
+ * Uploaded dirtrees kept in memory, decoded, for the closure check of the ref move that follows:
+ * reading them back costs ~680 GETs on S3 (~1 s at 32 at once), and decoding them again ~18 ms on
+ * a directory (a Debian sysroot's ~680 dirtrees, ~6,800 entries). 32 MiB, at ~TREE_ENTRY_BYTES an
+ * entry (~1.4 MB a sysroot), holds the trees of ~20 pushes; the oldest go first.
  */
 const RECENT_TREE_BYTES = 32 * 1024 ** 2;
+/**
+ * What a decoded entry holds on V8's heap, roughly: its object, its name, and one or two 64-character
+ * checksum strings (~80 bytes each).
+ */
+const TREE_ENTRY_BYTES = 200;
 
 /**
  * Objects verified and stored by this process, remembered for the closure check of the ref move
@@ -157,13 +164,18 @@ export function defaultActor(): string {
   return `${user}@${hostname()}`;
 }
 
+/** What a decoded dirtree is counted as against RECENT_TREE_BYTES. */
+function treeBytes(t: DirTree): number {
+  return (t.files.length + t.dirs.length + 1) * TREE_ENTRY_BYTES;
+}
+
 export class Repository {
   readonly objects: ObjectStore;
   private indexDb: IndexDb | undefined;
   /** Objects verified and stored by this process, not yet written to the index (see noteStored). */
   private stored: StoredObject[] = [];
   /** Dirtrees verified and stored by this process, oldest first (see RECENT_TREE_BYTES). */
-  private readonly recentTrees = new Map<Checksum, Buffer>();
+  private readonly recentTrees = new Map<Checksum, DirTree>();
   /** Objects verified and stored by this process ("checksum.type" → size), oldest first (see RECENT_OBJECTS). */
   private readonly recentObjects = new Map<string, number | null>();
   private recentTreeBytes = 0;
@@ -293,19 +305,19 @@ export class Repository {
 
   /**
    * Remember that an object is in the store, verified (the server calls this for every upload it
-   * stored or found there), with a file's uncompressed size, and a dirtree's bytes: the closure
-   * check of the next ref move then trusts the index instead of asking the store about each of
-   * ~6,000 objects, and reads no dirtree back.
+   * stored or found there), with a file's uncompressed size, and a dirtree as the upload decoded it
+   * (in normal form, so exactly its bytes): the closure check of the next ref move then trusts the
+   * index instead of asking the store about each of ~6,000 objects, and neither reads nor decodes
+   * a dirtree again.
    */
-  noteStored(o: StoredObject, dirtree?: Buffer): void {
+  noteStored(o: StoredObject, dirtree?: DirTree): void {
     if (o.type === 'dirtree' && dirtree && !this.recentTrees.has(o.checksum)) {
-      // An own copy: a small Buffer may be a slice of an 8 KiB pool slab, which it would keep alive.
-      this.recentTrees.set(o.checksum, Buffer.from(new Uint8Array(dirtree).buffer));
-      this.recentTreeBytes += dirtree.length;
-      for (const [k, b] of this.recentTrees) {
+      this.recentTrees.set(o.checksum, dirtree);
+      this.recentTreeBytes += treeBytes(dirtree);
+      for (const [k, t] of this.recentTrees) {
         if (this.recentTreeBytes <= RECENT_TREE_BYTES) break;
         this.recentTrees.delete(k);
-        this.recentTreeBytes -= b.length;
+        this.recentTreeBytes -= treeBytes(t);
       }
     }
     this.stored.push({ checksum: o.checksum, type: o.type, size: o.size ?? null });
