@@ -5,7 +5,9 @@
 //   native/memory  glibc malloc settings (src/malloc-tuning.ts); needs only a C compiler
 //   native/files   a pull's files written on libuv's pool (src/checkout/file-batch.ts), and an
 //                  import's directory scan (src/import/scan-dir.ts); idem
-//   native/igzip   ISA-L's deflate (src/compress/deflate.js); needs ISA-L's headers too
+//   native/igzip   ISA-L's deflate and inflate, and a .filez checked against its name in one call
+//                  (inflate + OpenSSL's SHA-256, from the node binary) (src/compress/deflate.js);
+//                  needs ISA-L's headers too
 //   native/hashfiles  a push's files read, hashed (OpenSSL's SHA-256, from the node binary) and
 //                  deflated (ISA-L) on libuv's pool instead of worker threads
 //                  (src/import/native-pool.ts); needs ISA-L's headers too

@@ -178,6 +178,44 @@ describe('deflate engines', () => {
     });
   }
 
+  it('inflateMatches: true for exactly the stream, size and checksum; false for any difference; undefined without igzip', async () => {
+    const prefix = Buffer.from('a content header, as checkFilez gives it');
+    const sumOf = (b: Buffer) => createHash('sha256').update(prefix).update(b).digest();
+    // Larger than the addon's 256 KiB window (several rounds of inflate + SHA-256), a small one, an empty one.
+    for (const data of [
+      Buffer.concat([randomBytes(300_000), Buffer.alloc(700_000, 3)]),
+      Buffer.from('small\n'),
+      Buffer.alloc(0),
+    ]) {
+      const good = deflateRawSync(data, { level: 6 });
+      const sum = sumOf(data);
+      const n = data.length;
+      expect(compress.inflateMatches(good, n, prefix, sum), `${n} bytes`).toBe(true);
+      expect(
+        compress.inflateMatches(compress.deflateRaw(data, { engine: 'igzip', level: 1 }), n, prefix, sum),
+      ).toBe(true);
+      const wrongSum = Buffer.from(sum);
+      wrongSum[31]! ^= 1;
+      expect(compress.inflateMatches(good, n, prefix, wrongSum)).toBe(false);
+      expect(compress.inflateMatches(good, n, Buffer.from('another header'), sum)).toBe(false);
+      expect(compress.inflateMatches(good, n + 1, prefix, sum)).toBe(false);
+      if (n > 0) expect(compress.inflateMatches(good, n - 1, prefix, sum)).toBe(false);
+      for (const extra of [1, 7, 8, 9, 100]) {
+        expect(
+          compress.inflateMatches(Buffer.concat([good, Buffer.alloc(extra, 0xaa)]), n, prefix, sum),
+        ).toBe(false);
+      }
+      expect(compress.inflateMatches(good.subarray(0, good.length - 3), n, prefix, sum)).toBe(false);
+      expect(compress.inflateMatches(Buffer.from('not a deflate stream at all'), n, prefix, sum)).toBe(false);
+      // More than deflate can expand to: refused before inflating.
+      expect(compress.inflateMatches(good, 2 ** 40, prefix, sum)).toBe(false);
+    }
+    const z = await zlibOnly();
+    expect(z.inflateMatches(deflateRawSync(Buffer.from('x')), 1, prefix, sumOf(Buffer.from('x')))).toBe(
+      undefined,
+    );
+  });
+
   it('the same checksum whichever engine deflated (the name is of the uncompressed bytes)', () => {
     const data = randomBytes(100_000);
     const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');

@@ -22,9 +22,16 @@
  *       says how large its file is). Status 0 ok, 1 invalid stream, 2 input ends before the stream
  *       does, 3 more output than `output` holds. `facts` (16 bytes, two float64) gets the bytes
  *       written and the input bytes left after the end of the stream (trailing garbage).
+ *   inflateMatches(input, size, prefix, sum) -> boolean
+ *       true when `input` is one whole raw-deflate stream of exactly `size` bytes with nothing after
+ *       it, and SHA-256(prefix ‖ those bytes) is the 32 bytes of `sum`: a `.filez` checked against
+ *       its name in one call, inflated 256 KiB at a time and hashed while the bytes are in cache.
+ *       False says only that something differs; the caller finds out what (inflateInto and its own
+ *       hash give the evidence). SHA-256 is OpenSSL's, from the node binary (as native/hashfiles).
  */
 #include <node_api.h>
 #include <isa-l/igzip_lib.h>
+#include <openssl/evp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,7 +42,13 @@ typedef struct {
   size_t out_cap;
   struct isal_zstream *zs;
   struct inflate_state *inf;
+  /* inflateMatches: its output window and digest context, made on first use. */
+  uint8_t *window;
+  EVP_MD_CTX *md;
 } scratch_t;
+
+/* inflateMatches' output window: 256 KiB stays in a core's L2 cache between inflate and SHA-256. */
+#define MATCH_WINDOW (256 * 1024)
 
 static void free_scratch(napi_env env, void *data, void *hint) {
   (void)env;
@@ -45,6 +58,8 @@ static void free_scratch(napi_env env, void *data, void *hint) {
   free(s->out);
   free(s->zs);
   free(s->inf);
+  free(s->window);
+  EVP_MD_CTX_free(s->md);
   free(s);
 }
 
@@ -223,6 +238,60 @@ static napi_value inflate_into(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* 1 if `in` inflates to exactly `size` bytes, nothing after the stream, and SHA-256(prefix ‖ them)
+   is `sum`; 0 if not; -1 if memory ran out. */
+static int inflate_matches_(scratch_t *s, uint8_t *in, size_t in_len, int64_t size, const uint8_t *prefix,
+                            size_t prefix_len, const uint8_t *sum) {
+  if (!s->inf && !(s->inf = malloc(sizeof *s->inf))) return -1;
+  if (!s->window && !(s->window = malloc(MATCH_WINDOW))) return -1;
+  if (!s->md && !(s->md = EVP_MD_CTX_new())) return -1;
+  if (EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) != 1 || EVP_DigestUpdate(s->md, prefix, prefix_len) != 1)
+    return -1;
+  struct inflate_state *st = s->inf;
+  isal_inflate_init(st);
+  st->crc_flag = ISAL_DEFLATE;
+  st->next_in = in;
+  st->avail_in = (uint32_t)in_len;
+  int64_t total = 0;
+  for (;;) {
+    st->next_out = s->window;
+    st->avail_out = MATCH_WINDOW;
+    if (isal_inflate(st) != ISAL_DECOMP_OK) return 0;
+    uint32_t produced = MATCH_WINDOW - st->avail_out;
+    total += produced;
+    if (total > size) return 0;
+    if (produced > 0 && EVP_DigestUpdate(s->md, s->window, produced) != 1) return -1;
+    if (st->block_state == ISAL_BLOCK_FINISH) break;
+    /* Room for output and none came: the input ends inside the stream. */
+    if (produced == 0) return 0;
+  }
+  /* Trailing bytes, as inflateInto counts them (whole bytes ISA-L read ahead count too). */
+  if (st->avail_in > 0 || st->read_in_length >= 8 || total != size) return 0;
+  uint8_t found[32];
+  unsigned int found_len = 0;
+  if (EVP_DigestFinal_ex(s->md, found, &found_len) != 1 || found_len != 32) return -1;
+  return memcmp(found, sum, 32) == 0;
+}
+
+static napi_value inflate_matches(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  uint8_t *in, *prefix, *sum;
+  size_t in_len, prefix_len, sum_len;
+  int64_t size;
+  if (argc < 4 || !bytes_of(env, argv[0], &in, &in_len) || napi_get_value_int64(env, argv[1], &size) != napi_ok ||
+      !bytes_of(env, argv[2], &prefix, &prefix_len) || !bytes_of(env, argv[3], &sum, &sum_len) || sum_len != 32 ||
+      size < 0)
+    return throw_code(env, "IGZIP_ARG", "inflateMatches(input, size >= 0, prefix, sum: 32 bytes)");
+  if (in_len > UINT32_MAX) return throw_code(env, "IGZIP_ARG", "input too large for one call");
+  int r = inflate_matches_(scratch(env), in, in_len, size, prefix, prefix_len, sum);
+  if (r < 0) return throw_code(env, "IGZIP_NOMEM", "out of memory, or SHA-256 failed");
+  napi_value result;
+  CHECK(napi_get_boolean(env, r == 1, &result));
+  return result;
+}
+
 NAPI_MODULE_INIT() {
   scratch_t *s = calloc(1, sizeof *s);
   if (!s || napi_set_instance_data(env, s, free_scratch, NULL) != napi_ok) {
@@ -234,6 +303,7 @@ NAPI_MODULE_INIT() {
       {"deflateRaw", NULL, deflate_raw, NULL, NULL, NULL, napi_enumerable, NULL},
       {"deflateInto", NULL, deflate_into, NULL, NULL, NULL, napi_enumerable, NULL},
       {"inflateInto", NULL, inflate_into, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"inflateMatches", NULL, inflate_matches, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;
