@@ -198,6 +198,17 @@ static napi_value deflate_raw(napi_env env, napi_callback_info info) {
   return result;
 }
 
+/* This thread's inflate state, reset to read `in` as one raw-deflate stream; NULL if out of memory. */
+static struct inflate_state *inflate_state_for(scratch_t *s, uint8_t *in, size_t in_len) {
+  if (!s->inf && !(s->inf = malloc(sizeof *s->inf))) return NULL;
+  struct inflate_state *st = s->inf;
+  isal_inflate_init(st);
+  st->crc_flag = ISAL_DEFLATE;
+  st->next_in = in;
+  st->avail_in = (uint32_t)in_len;
+  return st;
+}
+
 /* inflateInto's answers; deflate.js turns them into errors with the evidence. */
 enum { INFLATE_OK = 0, INFLATE_BAD_DATA = 1, INFLATE_TRUNCATED = 2, INFLATE_OVERFLOW = 3 };
 
@@ -213,13 +224,8 @@ static napi_value inflate_into(napi_env env, napi_callback_info info) {
   if (in_len > UINT32_MAX || out_len > UINT32_MAX)
     return throw_code(env, "IGZIP_ARG", "input or output too large for one call");
 
-  scratch_t *s = scratch(env);
-  if (!s->inf && !(s->inf = malloc(sizeof *s->inf))) return throw_code(env, "IGZIP_NOMEM", "out of memory");
-  struct inflate_state *st = s->inf;
-  isal_inflate_init(st);
-  st->crc_flag = ISAL_DEFLATE;
-  st->next_in = in;
-  st->avail_in = (uint32_t)in_len;
+  struct inflate_state *st = inflate_state_for(scratch(env), in, in_len);
+  if (!st) return throw_code(env, "IGZIP_NOMEM", "out of memory");
   st->next_out = out;
   st->avail_out = (uint32_t)out_len;
   int rc = isal_inflate_stateless(st);
@@ -242,16 +248,12 @@ static napi_value inflate_into(napi_env env, napi_callback_info info) {
    is `sum`; 0 if not; -1 if memory ran out. */
 static int inflate_matches_(scratch_t *s, uint8_t *in, size_t in_len, int64_t size, const uint8_t *prefix,
                             size_t prefix_len, const uint8_t *sum) {
-  if (!s->inf && !(s->inf = malloc(sizeof *s->inf))) return -1;
   if (!s->window && !(s->window = malloc(MATCH_WINDOW))) return -1;
   if (!s->md && !(s->md = EVP_MD_CTX_new())) return -1;
   if (EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) != 1 || EVP_DigestUpdate(s->md, prefix, prefix_len) != 1)
     return -1;
-  struct inflate_state *st = s->inf;
-  isal_inflate_init(st);
-  st->crc_flag = ISAL_DEFLATE;
-  st->next_in = in;
-  st->avail_in = (uint32_t)in_len;
+  struct inflate_state *st = inflate_state_for(s, in, in_len);
+  if (!st) return -1;
   int64_t total = 0;
   for (;;) {
     st->next_out = s->window;

@@ -171,7 +171,8 @@ export function inflateRaw(data, size, into) {
  * @returns {boolean | undefined}
  */
 export function inflateMatches(data, size, prefix, sum) {
-  if (!igzip || size > data.length * 1032 + 1024) return igzip ? false : undefined;
+  if (!igzip) return undefined;
+  if (size > mostInflated(data)) return false;
   return igzip.inflateMatches(data, size, prefix, sum);
 }
 
@@ -220,12 +221,21 @@ function zlibChecked(data, r, size) {
 }
 
 /**
- * Deflate expands at most 1032:1 (a 258-byte match in 2 bits), so a header that claims more than
- * that is refused before an output buffer of its size is made.
+ * The most bytes `data` can inflate to: deflate expands at most 1032:1 (a 258-byte match in 2
+ * bits), plus a little for a stream's own framing.
+ * @param {Uint8Array} data @returns {number}
+ */
+function mostInflated(data) {
+  return data.length * 1032 + 1024;
+}
+
+/**
+ * A header that claims more than mostInflated is refused before an output buffer of its size is
+ * made.
  * @param {Uint8Array} data @param {number} size
  */
 function checkRatio(data, size) {
-  const most = data.length * 1032 + 1024;
+  const most = mostInflated(data);
   if (size > most) {
     throw new InflateError(`at most ${most} bytes`, `payload cannot be the ${size} bytes its header says`);
   }
